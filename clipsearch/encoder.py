@@ -1,0 +1,126 @@
+"""The open_clip model: loading weights safely, choosing device and precision, embedding.
+
+Every vector leaving this module is L2-normalised float32, so inner product is cosine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import ClipsearchError, ModelUnavailable
+from .weights import (
+    ModelSpec,
+    check_model_name,
+    normalise,
+    open_clip_module,
+    resolve_checkpoint,
+    tag_config,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(requested: str = "auto") -> str:
+    """auto prefers CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    import torch
+
+    if requested not in DEVICES:
+        raise ClipsearchError(f"unknown device {requested!r}: choose one of {', '.join(DEVICES)}")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if (requested == "cuda" and not cuda) or (requested == "mps" and not mps):
+        raise ClipsearchError(f"device {requested} is not available here: use --device cpu")
+    return requested
+
+
+class ClipEncoder:
+    """An open_clip model ready for inference, with its own preprocessing and tokenizer."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
+        import torch
+
+        open_clip = open_clip_module()
+        check_model_name(spec.name)
+        spec = normalise(spec)
+        self.spec = spec
+        self.device = pick_device(device)
+        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        kwargs = _tag_overrides(spec)
+        checkpoint = spec.pretrained if spec.is_file else kwargs.pop("checkpoint")
+        logging.getLogger("root").setLevel(logging.ERROR)  # open_clip logs through root
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=checkpoint, device=self.device, weights_only=True, **kwargs
+            )
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise ModelUnavailable(
+                f"cannot load {spec.label()}: {_first_line(exc)}; check that the checkpoint "
+                "matches the model architecture"
+            ) from exc
+        self.model = model.eval().to(self.dtype)
+        self.preprocess: Callable[[Image.Image], torch.Tensor] = preprocess
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        self.image_size = _short_side(model.visual.image_size)
+        self.dim = int(self.encode_texts([""]).shape[1])
+
+    def encode_images(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed a batch of preprocessed images (N, 3, H, W)."""
+        import torch
+
+        with torch.inference_mode():
+            batch = batch.to(self.device, dtype=self.dtype, non_blocking=True)
+            return _normalised(self.model.encode_image(batch))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            return _normalised(self.model.encode_text(tokens))
+
+    def export_text_path(self, out_dir: os.PathLike) -> bool:
+        """Write the torch-free text encoder next to the library; False if unsupported."""
+        from .textfast import export_text_encoder
+
+        return export_text_encoder(self.model.float(), self.tokenizer, out_dir)
+
+
+def _tag_overrides(spec: ModelSpec) -> dict:
+    """For a tag: the local checkpoint plus the tag's preprocessing and activation settings."""
+    if spec.is_file:
+        return {}
+    cfg = tag_config(spec)
+    return {
+        "checkpoint": resolve_checkpoint(spec, cfg),
+        "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
+        "image_mean": cfg.get("mean"),
+        "image_std": cfg.get("std"),
+        "image_interpolation": cfg.get("interpolation"),
+        "image_resize_mode": cfg.get("resize_mode"),
+    }
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    vectors = features.float().cpu().numpy()
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _short_side(size: int | tuple[int, int]) -> int:
+    return min(size) if isinstance(size, tuple | list) else int(size)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else exc.__class__.__name__

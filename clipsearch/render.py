@@ -1,0 +1,73 @@
+"""Printing results the way shells expect: a table for people, bare paths for pipes.
+
+Paths go to pipes byte-for-byte (so `xargs` gets the real file name); anything shown on a
+terminal has control characters made visible, so a hostile file name cannot drive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from .hits import Hit
+
+MODES = ("table", "plain", "json", "jsonl", "null")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
+    if json_out:
+        return "json"
+    if jsonl:
+        return "jsonl"
+    if null:
+        return "null"
+    return "table" if is_tty else "plain"
+
+
+def safe_for_terminal(text: str) -> str:
+    """Show control characters (ESC, BEL, newlines...) and undecodable bytes as escapes."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def hit_record(hit: Hit) -> dict:
+    return {"path": hit.path, "score": round(hit.score, 6), "rank": hit.rank}
+
+
+def write_hits(hits: Sequence[Hit], mode: str, out: BinaryIO | None = None) -> None:
+    out = out or sys.stdout.buffer
+    if mode == "table":
+        _table(hits)
+    elif mode == "json":
+        out.write(json.dumps([hit_record(h) for h in hits], indent=2).encode() + b"\n")
+    elif mode == "jsonl":
+        out.write(b"".join(json.dumps(hit_record(h)).encode() + b"\n" for h in hits))
+    else:
+        end = b"\0" if mode == "null" else b"\n"
+        out.write(b"".join(os.fsencode(h.path) + end for h in hits))
+    out.flush()
+
+
+def _table(hits: Sequence[Hit]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(safe_for_terminal(hit.path)))
+    Console().print(table)
+
+
+def write_json(value: object, out: BinaryIO | None = None) -> None:
+    out = out or sys.stdout.buffer
+    out.write(json.dumps(value, indent=2).encode() + b"\n")
+    out.flush()

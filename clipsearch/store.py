@@ -1,0 +1,345 @@
+"""The library on disk: SQLite holds every file's metadata and vector; FAISS files are a cache.
+
+Why vectors live in SQLite too: a commit there is atomic, so "every indexed file has exactly
+one vector" holds after any crash.  The FAISS file for generation G is written only after
+generation G committed, under a name carrying G, so the pair can never silently disagree: a
+reader that finds no file for the current generation reconciles the newest older one with
+SQLite (or rebuilds from it) instead of trusting it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import ClipsearchError
+from .weights import ModelSpec
+
+SCHEMA_VERSION = 1
+DB_NAME = "library.db"
+INDEX_GLOB = "vectors-*.faiss"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    seen REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the library knows of one indexed file."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+def encode_path(path: str) -> bytes:
+    """Paths are stored as bytes so names that are not valid UTF-8 survive."""
+    return os.fsencode(path)
+
+
+def decode_path(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+def prefix_range(directory: str) -> tuple[bytes, bytes]:
+    """Byte range [low, high) holding every path strictly below `directory`."""
+    low = encode_path(directory.rstrip(os.sep) + os.sep)
+    return low, low[:-1] + bytes([low[-1] + 1])
+
+
+class Store:
+    """One library directory; open with `Store.open`."""
+
+    def __init__(self, directory: Path, conn: sqlite3.Connection) -> None:
+        self.directory = directory
+        self.conn = conn
+        self._vectors_changed = False
+
+    @classmethod
+    def open(cls, directory: Path, *, create: bool = False) -> Store:
+        directory = Path(directory)
+        db = directory / DB_NAME
+        if not db.exists():
+            if not create:
+                raise ClipsearchError(
+                    f"no library at {directory}: run `clipsearch index DIR` first "
+                    "(or pass --library)"
+                )
+            _make_private_dir(directory)
+        try:
+            conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ClipsearchError(
+                f"the library database {db} is damaged ({exc}): run `clipsearch repair`, "
+                "or delete the library folder and index again"
+            ) from exc
+        store = cls(directory, conn)
+        store._check_version()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, **values: object) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, str(v)) for k, v in values.items()],
+        )
+
+    def model_spec(self) -> ModelSpec | None:
+        name, pretrained = self.meta("model"), self.meta("pretrained")
+        return ModelSpec(name, pretrained) if name and pretrained else None
+
+    def dim(self) -> int | None:
+        value = self.meta("dim")
+        return int(value) if value else None
+
+    def record_model(self, spec: ModelSpec, dim: int) -> None:
+        self.set_meta(model=spec.name, pretrained=spec.pretrained, dim=dim, created=time.time())
+
+    def generation(self) -> int:
+        return int(self.meta("generation", "0") or 0)
+
+    def _check_version(self) -> None:
+        found = int(self.meta("schema", str(SCHEMA_VERSION)) or SCHEMA_VERSION)
+        if found > SCHEMA_VERSION:
+            raise ClipsearchError(
+                f"the library at {self.directory} was written by a newer clipsearch "
+                f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
+                "upgrade clipsearch, or use another --library"
+            )
+        if self.meta("schema") is None:
+            self.set_meta(schema=SCHEMA_VERSION, writer=__version__)
+
+    # -- roots ----------------------------------------------------------------------------
+
+    def roots(self) -> list[str]:
+        rows = self.conn.execute("SELECT path FROM roots ORDER BY path")
+        return [decode_path(r[0]) for r in rows]
+
+    def add_root(self, path: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO roots(path, added) VALUES (?, ?)",
+            (encode_path(path), time.time()),
+        )
+
+    def forget_root(self, path: str) -> int:
+        """Drop a root and every file below it; returns how many files went."""
+        low, high = prefix_range(path)
+        cur = self.conn.execute(
+            "DELETE FROM files WHERE path >= ? AND path < ?", (low, high)
+        ).rowcount
+        self.conn.execute("DELETE FROM errors WHERE path >= ? AND path < ?", (low, high))
+        self.conn.execute("DELETE FROM roots WHERE path = ?", (encode_path(path),))
+        self._vectors_changed = self._vectors_changed or cur > 0
+        return cur
+
+    # -- files ----------------------------------------------------------------------------
+
+    def known_files(self, under: Sequence[str]) -> dict[str, Known]:
+        known: dict[str, Known] = {}
+        for root in under:
+            low, high = prefix_range(root)
+            rows = self.conn.execute(
+                "SELECT path, id, size, mtime_ns, fingerprint FROM files "
+                "WHERE path >= ? AND path < ?",
+                (low, high),
+            )
+            for path, *rest in rows:
+                known[decode_path(path)] = Known(*rest)
+        return known
+
+    def known_errors(self, under: Sequence[str] | None = None) -> dict[str, Skipped]:
+        if under is None:
+            rows = self.conn.execute("SELECT path, size, mtime_ns, reason FROM errors")
+            return {decode_path(r[0]): Skipped(decode_path(r[0]), *r[1:]) for r in rows}
+        found: dict[str, Skipped] = {}
+        for root in under:
+            low, high = prefix_range(root)
+            rows = self.conn.execute(
+                "SELECT path, size, mtime_ns, reason FROM errors WHERE path >= ? AND path < ?",
+                (low, high),
+            )
+            found.update({decode_path(r[0]): Skipped(decode_path(r[0]), *r[1:]) for r in rows})
+        return found
+
+    def add(
+        self, path: str, size: int, mtime_ns: int, fingerprint: str, vector: np.ndarray
+    ) -> None:
+        """Store a freshly embedded file; a new row (new id) replaces any older version."""
+        raw = encode_path(path)
+        self.conn.execute("DELETE FROM files WHERE path = ?", (raw,))
+        self.conn.execute("DELETE FROM errors WHERE path = ?", (raw,))
+        self.conn.execute(
+            "INSERT INTO files(path, size, mtime_ns, fingerprint, vector) VALUES (?, ?, ?, ?, ?)",
+            (raw, size, mtime_ns, fingerprint, np.asarray(vector, dtype=np.float32).tobytes()),
+        )
+        self._vectors_changed = True
+
+    def move(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        """A renamed or moved file keeps its id and vector."""
+        self.conn.execute(
+            "UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+            (encode_path(new_path), size, mtime_ns, file_id),
+        )
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        self.conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
+        self._vectors_changed = self._vectors_changed or bool(ids)
+
+    def remove_errors(self, paths: Iterable[str]) -> None:
+        self.conn.executemany(
+            "DELETE FROM errors WHERE path = ?", [(encode_path(p),) for p in paths]
+        )
+
+    def record_error(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO errors(path, size, mtime_ns, reason, seen) VALUES (?,?,?,?,?)",
+            (encode_path(path), size, mtime_ns, reason, time.time()),
+        )
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Commit, moving to a new generation when vectors changed."""
+        if self._vectors_changed:
+            self.set_meta(generation=self.generation() + 1)
+            self._vectors_changed = False
+        self.set_meta(updated=time.time())
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._vectors_changed = False
+
+    def snapshot(self) -> _Snapshot:
+        """A read transaction: everything read inside sees one committed state."""
+        return _Snapshot(self.conn)
+
+    # -- reading vectors ------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def ids(self) -> np.ndarray:
+        rows = self.conn.execute("SELECT id FROM files ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors(self, ids: np.ndarray | None = None, chunk: int = 20_000) -> Iterator[tuple]:
+        """Yield (ids, vectors) chunks, all of them or those asked for."""
+        dim = self.dim() or 0
+        if ids is None:
+            cursor = self.conn.execute("SELECT id, vector FROM files ORDER BY id")
+            while rows := cursor.fetchmany(chunk):
+                yield _unpack(rows, dim)
+            return
+        for start in range(0, len(ids), chunk):
+            part = [int(i) for i in ids[start : start + chunk]]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT id, vector FROM files WHERE id IN ({marks})", part
+            ).fetchall()
+            yield _unpack(rows, dim)
+
+    def ids_under(self, directory: str) -> np.ndarray:
+        low, high = prefix_range(directory)
+        rows = self.conn.execute(
+            "SELECT id FROM files WHERE path >= ? AND path < ?", (low, high)
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT id, path FROM files WHERE id IN ({marks})", ids)
+        return {i: decode_path(p) for i, p in rows}
+
+    def vector_of(self, path: str, size: int, mtime_ns: int) -> np.ndarray | None:
+        """The stored vector of a file, if this exact version is indexed."""
+        row = self.conn.execute(
+            "SELECT vector FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (encode_path(path), size, mtime_ns),
+        ).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+
+class _Snapshot:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("COMMIT")
+
+
+def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    blob = b"".join(r[1] for r in rows)
+    return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create the library folder readable by its owner only (photos say a lot about people)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+    except OSError as exc:
+        raise ClipsearchError(
+            f"cannot create the library folder {directory}: {exc.strerror}; "
+            "choose another with --library or $CLIPSEARCH_HOME"
+        ) from exc

@@ -1,0 +1,154 @@
+"""Finding model weights on disk, and failing fast when they can only come from an unreachable hub.
+
+open_clip retries a dead hub for about a minute; a user deserves the answer in seconds.
+Nothing here imports torch, so the check is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from .errors import ModelUnavailable
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+HUB_PROBE_SECONDS = 4.0
+CONFIG_ENV = "CLIPSEARCH_MODEL_CONFIGS"
+_registered: set[str] = set()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which open_clip model a library uses: architecture name plus a pretrained tag or file."""
+
+    name: str
+    pretrained: str
+
+    @property
+    def is_file(self) -> bool:
+        return looks_like_checkpoint(self.pretrained)
+
+    def label(self) -> str:
+        return f"{self.name} ({self.pretrained})"
+
+
+def looks_like_checkpoint(pretrained: str) -> bool:
+    """A pretrained value naming a local file rather than a tag."""
+    return pretrained.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in pretrained
+
+
+def normalise(spec: ModelSpec) -> ModelSpec:
+    """Make a checkpoint path absolute so the library can find it from any working directory."""
+    if not spec.is_file:
+        return spec
+    path = os.path.abspath(os.path.expanduser(spec.pretrained))
+    if not os.path.isfile(path):
+        raise ModelUnavailable(
+            f"checkpoint file not found: {spec.pretrained} (give the path of a "
+            ".safetensors, .bin or .pt state dict)"
+        )
+    return ModelSpec(spec.name, path)
+
+
+def open_clip_module():
+    """Import open_clip with the architectures named in $CLIPSEARCH_MODEL_CONFIGS registered.
+
+    That variable lists open_clip model-config JSON files or folders (os.pathsep-separated),
+    for custom architectures; the test suite uses it for its tiny model.
+    """
+    import open_clip
+
+    for entry in filter(None, os.environ.get(CONFIG_ENV, "").split(os.pathsep)):
+        if entry not in _registered:
+            open_clip.add_model_config(entry)
+            _registered.add(entry)
+    return open_clip
+
+
+def check_model_name(name: str) -> None:
+    if name not in open_clip_module().list_models():
+        raise ModelUnavailable(
+            f"unknown model {name!r}: see `python -c 'import open_clip; "
+            "print(open_clip.list_models())'`"
+        )
+
+
+def tag_config(spec: ModelSpec) -> dict:
+    """open_clip's record for a pretrained tag; raises a clear error for unknown tags."""
+    open_clip = open_clip_module()
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.name)) or "none"
+        raise ModelUnavailable(
+            f"unknown pretrained tag {spec.pretrained!r} for {spec.name} (known: {tags}); "
+            "or pass --pretrained FILE"
+        )
+    return cfg
+
+
+def resolve_checkpoint(spec: ModelSpec, cfg: dict) -> str:
+    """Local path of the weights for a tag: the hub cache if present, else a bounded download."""
+    if "file" in cfg:
+        return cfg["file"]
+    cached = _cached_hub_file(cfg)
+    if cached:
+        return cached
+    if not hub_reachable():
+        raise ModelUnavailable(
+            f"cannot download weights for {spec.label()}: the model hub is unreachable. "
+            "Run once with network access to cache them, or pass --pretrained FILE "
+            "with a local checkpoint (.safetensors, .bin or .pt)"
+        )
+    from open_clip.pretrained import download_pretrained
+
+    try:
+        return download_pretrained(cfg)
+    except Exception as exc:  # the hub answered but the download failed
+        raise ModelUnavailable(
+            f"downloading weights for {spec.label()} failed ({exc.__class__.__name__}); "
+            "try again, or pass --pretrained FILE"
+        ) from exc
+
+
+def _cached_hub_file(cfg: dict) -> str | None:
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = os.path.split(hub)
+    filename = filename or "open_clip_pytorch_model.bin"
+    stem = os.path.splitext(filename)[0]
+    for candidate in (stem + ".safetensors", "open_clip_model.safetensors", filename):
+        found = try_to_load_from_cache(repo, candidate)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the hub answers an HTTP request within `timeout`, DNS included.
+
+    Any HTTP status counts as an answer; silence, refusal or a DNS failure does not.
+    The probe runs in a daemon thread so a resolver that hangs cannot hold us up.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    answered: list[bool] = []
+
+    def probe() -> None:
+        request = urllib.request.Request(endpoint, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                answered.append(True)
+        except urllib.error.HTTPError:
+            answered.append(True)
+        except (OSError, ValueError):
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny open_clip architecture with random weights saved as a checkpoint,
+loaded through `--pretrained FILE` exactly as real weights are, and photo-like test images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+MODELS = Path(__file__).parent / "models"
+TINY = "clipsearch-tiny"
+os.environ["CLIPSEARCH_MODEL_CONFIGS"] = str(MODELS)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Random weights of the tiny architecture in a .safetensors file (no network, no hub)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    open_clip.add_model_config(MODELS)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY, pretrained=None)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty library location, also exported as $CLIPSEARCH_HOME."""
+    lib = tmp_path / "library"
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(lib))
+    return lib
+
+
+def photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A distinctive photo-like picture: gradient sky, shapes and noise, fixed by `seed`."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    ramp = np.linspace(0, 1, h)[:, None, None]
+    pixels = (top * (1 - ramp) + bottom * ramp).repeat(w, axis=1)
+    pixels += rng.normal(0, 12, (h, w, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w - 10)), int(rng.integers(0, h - 10))
+        x1, y1 = x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    return image
+
+
+def save_photo(path: Path, seed: int, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo(seed).save(path, **kwargs)
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, timeout=300):
+    """Run the real `clipsearch` entry point in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "clipsearch", *args],
+        capture_output=True,
+        env=full_env,
+        input=input,
+        timeout=timeout,
+    )
