@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,18 +21,18 @@ EXIT_NONE, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 class _Group(TyperGroup):
     """Turns user-facing errors into one stderr line and grep-like exit codes."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ClipsearchError as exc:
             error(str(exc))
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error("interrupted")
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             _silence_broken_pipe()
-            raise click.exceptions.Exit(0) from None
+            raise typer.Exit(0) from None
 
 
 app = typer.Typer(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,12 @@ class ClipEncoder:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=checkpoint, device=self.device, weights_only=True, **kwargs
             )
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        except pickle.UnpicklingError as exc:
+            raise ModelUnavailable(
+                f"refusing {spec.pretrained}: it holds pickled objects, not a plain state dict, "
+                "and clipsearch never runs code from weight files; convert it to .safetensors"
+            ) from exc
+        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
             raise ModelUnavailable(
                 f"cannot load {spec.label()}: {_first_line(exc)}; check that the checkpoint "
                 "matches the model architecture"

@@ -22,7 +22,7 @@ from .locking import write_lock
 from .query import Term, combine, parse_terms
 from .store import Skipped, Store
 from .vectorcache import current_index, save_index
-from .weights import ModelSpec, normalise
+from .weights import ModelSpec, normalise, preflight
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 TEXT_EXPORT = "text"
@@ -109,6 +109,7 @@ class Library:
     def encoder(self):
         """The torch model, loaded on first use; records the model in a new library."""
         if self._encoder is None:
+            preflight(self.spec)
             from .encoder import ClipEncoder
 
             self._encoder = ClipEncoder(self.spec, self.device)

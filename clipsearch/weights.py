@@ -17,6 +17,9 @@ from .errors import ModelUnavailable
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HUB_PROBE_SECONDS = 4.0
 CONFIG_ENV = "CLIPSEARCH_MODEL_CONFIGS"
+# Where the default model's weights live on the hub (open_clip's table says the same; a test
+# checks), so a missing download is detected before torch is even imported.
+KNOWN_HUB = {("ViT-B-32", "laion2b_s34b_b79k"): "laion/CLIP-ViT-B-32-laion2B-s34B-b79K/"}
 _registered: set[str] = set()
 
 
@@ -89,6 +92,21 @@ def tag_config(spec: ModelSpec) -> dict:
     return cfg
 
 
+def preflight(spec: ModelSpec) -> None:
+    """Fail within seconds, before any heavy import, when known weights can't be had."""
+    hub = KNOWN_HUB.get((spec.name, spec.pretrained))
+    if hub and not _cached_hub_file({"hf_hub": hub}) and not hub_reachable():
+        raise _offline(spec)
+
+
+def _offline(spec: ModelSpec) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"cannot download weights for {spec.label()}: the model hub is unreachable. "
+        "Run once with network access to cache them, or pass --pretrained FILE "
+        "with a local checkpoint (.safetensors, .bin or .pt)"
+    )
+
+
 def resolve_checkpoint(spec: ModelSpec, cfg: dict) -> str:
     """Local path of the weights for a tag: the hub cache if present, else a bounded download."""
     if "file" in cfg:
@@ -97,11 +115,7 @@ def resolve_checkpoint(spec: ModelSpec, cfg: dict) -> str:
     if cached:
         return cached
     if not hub_reachable():
-        raise ModelUnavailable(
-            f"cannot download weights for {spec.label()}: the model hub is unreachable. "
-            "Run once with network access to cache them, or pass --pretrained FILE "
-            "with a local checkpoint (.safetensors, .bin or .pt)"
-        )
+        raise _offline(spec)
     from open_clip.pretrained import download_pretrained
 
     try:
