@@ -15,15 +15,28 @@ from typer.core import TyperGroup
 
 from .errors import ClipsearchError
 
+try:
+    from typer._click.exceptions import UsageError
+except ImportError:  # typer releases that use click itself
+    from click.exceptions import UsageError
+
 EXIT_NONE, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+HTML_SUFFIXES = (".html", ".htm")
 
 
 class _Group(TyperGroup):
     """Turns user-facing errors into one stderr line and grep-like exit codes."""
 
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _optional_html_value(args))
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            command = f" {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ""
+            error(f"{exc.format_message()} (see `clipsearch{command} --help`)")
+            raise typer.Exit(EXIT_ERROR) from None
         except ClipsearchError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
@@ -42,6 +55,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Search your photos with words: `clipsearch index ~/Photos`, then `clipsearch query dog`",
 )
+
+
+def _optional_html_value(args: list[str]) -> list[str]:
+    """`--html` takes an optional FILE: a bare `--html` becomes `--html=` (the default page)."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        following = out[i + 1] if i + 1 < len(out) else ""
+        if arg == "--html" and not following.lower().endswith(HTML_SUFFIXES):
+            out[i] = "--html="
+    return out
 
 
 def error(message: str) -> None:
@@ -205,10 +228,28 @@ class _progress:
             self.bar.stop()
 
 
+HtmlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--html",
+        help="Write an HTML gallery (to FILE.html, or a page in the library) and print its path",
+        show_default=False,
+    ),
+]
+OpenOpt = Annotated[bool, typer.Option("--open", help="Open the HTML gallery in the browser")]
+PreviewOpt = Annotated[bool, typer.Option("--preview", help="Inline thumbnails (kitty, iTerm2)")]
+TopOpt = Annotated[int, typer.Option("--top", "-n", help="How many results")]
+MinScoreOpt = Annotated[float | None, typer.Option(help="Drop results scoring below this cosine")]
+WithinOpt = Annotated[Path | None, typer.Option("--in", help="Only photos under this folder")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per line")]
+NullOpt = Annotated[bool, typer.Option("-0", "--null", help="NUL-separated paths")]
+
+
 @app.command()
 def query(
     terms: Annotated[
-        list[str] | None, typer.Argument(help="Text, or ./image.jpg; weights like 2:cat")
+        list[str] | None,
+        typer.Argument(help="Text, or ./image.jpg; weights like 2:cat; - reads queries from stdin"),
     ] = None,
     add: Annotated[
         list[str] | None, typer.Option("--add", "-a", help="Add a concept (repeatable)")
@@ -216,33 +257,155 @@ def query(
     sub: Annotated[
         list[str] | None, typer.Option("--sub", "-s", help="Subtract a concept (repeatable)")
     ] = None,
-    top: Annotated[int, typer.Option("--top", "-n", help="How many results")] = 10,
-    min_score: Annotated[
-        float | None, typer.Option(help="Drop results scoring below this cosine")
-    ] = None,
-    within: Annotated[
-        Path | None, typer.Option("--in", help="Only photos under this folder")
-    ] = None,
+    top: TopOpt = 10,
+    min_score: MinScoreOpt = None,
+    within: WithinOpt = None,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Exact search even in a large library")
+    ] = False,
     json_out: JsonOpt = False,
-    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per line")] = False,
-    null: Annotated[bool, typer.Option("-0", "--null", help="NUL-separated paths")] = False,
+    jsonl: JsonlOpt = False,
+    null: NullOpt = False,
+    html: HtmlOpt = None,
+    open_page: OpenOpt = False,
+    preview: PreviewOpt = False,
     device: DeviceOpt = "auto",
     library: LibraryOpt = None,
 ) -> None:
     """Print the photos best matching the query, best first."""
+    options = dict(top=top, min_score=min_score, within=within, exact=exact)
+    with _open(library, device=device) as lib:
+        if terms == ["-"]:
+            found = _batch_queries(lib, options, json_out, jsonl)
+        else:
+            hits = lib.search(*(terms or []), add=add or [], sub=sub or [], **options)
+            title = " ".join(
+                [*(terms or []), *(f"+{a}" for a in add or []), *(f"-{x}" for x in sub or [])]
+            )
+            _show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview)
+            found = bool(hits)
+    if not found:
+        raise typer.Exit(EXIT_NONE)
+
+
+def _batch_queries(lib, options: dict, json_out: bool, jsonl: bool) -> bool:
+    """`query -`: one query per line on stdin, the model loaded once for all of them."""
+    from .render import hit_record, pick_mode, write_hits, write_json
+
+    answers = []
+    for line in sys.stdin:
+        text = line.rstrip("\n")
+        if text.strip():
+            answers.append((text, lib.search(text, **options)))
+    if json_out:
+        write_json([{"query": q, "results": [hit_record(h) for h in hits]} for q, hits in answers])
+    elif jsonl:
+        from .render import write_json_lines
+
+        write_json_lines([{"query": q, **hit_record(h)} for q, hits in answers for h in hits])
+    else:
+        mode = pick_mode(False, False, False, sys.stdout.isatty())
+        for n, (_, hits) in enumerate(answers):
+            if n:
+                sys.stdout.buffer.write(b"\n")
+            write_hits(hits, mode)
+    return any(hits for _, hits in answers)
+
+
+def _show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview) -> None:
+    """Every output mode of `query` and `similar`."""
     from .render import pick_mode, write_hits
 
-    with _open(library, device=device) as lib:
-        hits = lib.search(
-            *(terms or []),
-            add=add or [],
-            sub=sub or [],
-            top=top,
-            min_score=min_score,
-            within=within,
-        )
+    if html is not None or open_page:
+        _gallery(lib, title, html, open_page, hits=hits)
+        return
+    if preview and sys.stdout.isatty():
+        from .preview import render_previews
+
+        render_previews(hits, sys.stdout, os.environ, lib.thumbnails(), True)
+        return
     write_hits(hits, pick_mode(json_out, jsonl, null, sys.stdout.isatty()))
+
+
+def _gallery(lib, title: str, html: str | None, open_page: bool, **content) -> None:
+    from .gallery import write_gallery
+
+    out = Path(html) if html else lib.directory / "galleries" / f"{_slug(title)}.html"
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    page = write_gallery(
+        content.get("hits", []),
+        out,
+        title=title,
+        thumbs=lib.thumbnails(),
+        groups=content.get("groups"),
+    )
+    sys.stdout.buffer.write(os.fsencode(str(page.absolute())) + b"\n")
+    sys.stdout.flush()
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(page.absolute().as_uri())
+
+
+def _slug(title: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "results"
+
+
+@app.command()
+def similar(
+    image: Annotated[Path, typer.Argument(help="An image file, in the library or not")],
+    top: TopOpt = 10,
+    min_score: MinScoreOpt = None,
+    within: WithinOpt = None,
+    json_out: JsonOpt = False,
+    jsonl: JsonlOpt = False,
+    null: NullOpt = False,
+    html: HtmlOpt = None,
+    open_page: OpenOpt = False,
+    preview: PreviewOpt = False,
+    device: DeviceOpt = "auto",
+    library: LibraryOpt = None,
+) -> None:
+    """Print the photos that look most like IMAGE (the image itself left out)."""
+    with _open(library, device=device) as lib:
+        hits = lib.similar(str(image), top=top, min_score=min_score, within=within)
+        _show_hits(lib, hits, f"like {image.name}", json_out, jsonl, null, html, open_page, preview)
     if not hits:
+        raise typer.Exit(EXIT_NONE)
+
+
+@app.command()
+def dupes(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Only photos under this folder [default: all]")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Cosine at or above which photos count as duplicates [default: 0.95]"),
+    ] = None,
+    json_out: JsonOpt = False,
+    jsonl: JsonlOpt = False,
+    null: NullOpt = False,
+    html: HtmlOpt = None,
+    open_page: OpenOpt = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Print groups of near-duplicate photos (re-encodes, resizes, crops, bursts), best first."""
+    from .library import DUPE_THRESHOLD
+    from .render import pick_mode, write_groups
+
+    cutoff = DUPE_THRESHOLD if threshold is None else threshold
+    if not -1.0 <= cutoff <= 1.0:
+        raise ClipsearchError(f"--threshold is a cosine between -1 and 1, not {cutoff}")
+    with _open(library) as lib:
+        groups = lib.duplicates(directory, cutoff)
+        if html is not None or open_page:
+            _gallery(lib, "near-duplicates", html, open_page, groups=groups)
+        else:
+            write_groups(groups, pick_mode(json_out, jsonl, null, sys.stdout.isatty()))
+    if not groups:
         raise typer.Exit(EXIT_NONE)
 
 

@@ -139,18 +139,26 @@ class PixelEncoder:
     """A deterministic stand-in for CLIP: blurred 16x16 colour thumbnails, mean removed.
 
     Good enough to tell re-encodes, resizes and small crops of a photo from other photos,
-    which is what tests and examples of duplicate finding need, without model weights.
+    which is what tests and examples of duplicate finding need, without model weights.  It
+    offers the encoder interface the indexing pipeline uses (`preprocess`, `encode_images`).
     """
 
     side = 16
     dim = side * side * 3
+    device = "cpu"
+    image_size = side * 4
 
-    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        """Return one L2-normalised float32 row per image (all zeros for a flat image)."""
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for row, image in enumerate(images):
-            out[row] = self._encode(image)
-        return out
+    def preprocess(self, image: Image.Image):
+        """The whole encoding happens here, in the decode workers; the batch pass is trivial."""
+        import torch
+
+        return torch.from_numpy(self._encode(image))
+
+    def encode_images(self, batch) -> np.ndarray:
+        """Rows of a preprocessed batch, or a list of PIL images encoded directly."""
+        if isinstance(batch, list):
+            return np.stack([self._encode(image) for image in batch]).astype(np.float32)
+        return batch.numpy().astype(np.float32)
 
     def _encode(self, image: Image.Image) -> np.ndarray:
         """Shrink in two steps: the blur of half a cell absorbs the shift a crop causes."""

@@ -26,6 +26,9 @@ from .weights import ModelSpec, normalise, preflight
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 TEXT_EXPORT = "text"
+THUMBNAILS = "thumbnails"
+# Cosine above which two photos count as near-duplicates for CLIP ViT-B models (see README).
+DUPE_THRESHOLD = 0.95
 
 
 def default_home() -> Path:
@@ -195,6 +198,7 @@ class Library:
         top: int = 10,
         min_score: float | None = None,
         within: os.PathLike | str | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Best matches for the combined query terms, best first."""
         if top < 1:
@@ -202,15 +206,49 @@ class Library:
         parsed = parse_terms(terms, add, sub)
         if self.store.count() == 0:
             return []
-        return self.search_vector(combine(parsed, self.embed_term), top, min_score, within)
+        vector = combine(parsed, self.embed_term)
+        return self.search_vector(vector, top, min_score, within, exact)
 
-    def search_vector(self, vector: np.ndarray, top: int, min_score=None, within=None) -> list:
+    def similar(self, image: str, *, top: int = 10, min_score=None, within=None) -> list[Hit]:
+        """Photos that look like `image` (indexed or not), without the image itself."""
+        path = os.path.abspath(os.path.expanduser(image))
+        if not os.path.isfile(path):
+            raise ClipsearchError(f"no such image file: {image}")
+        if top < 1:
+            raise ClipsearchError(f"--top must be at least 1, not {top}")
         if self.store.count() == 0:
             return []
-        index, _ = current_index(self.store)
+        hits = self.search_vector(self.embed_image(path), top + 1, min_score, within)
+        others = [h for h in hits if h.path != path][:top]
+        return [Hit(rank, h.score, h.path) for rank, h in enumerate(others, 1)]
+
+    def duplicates(self, within=None, threshold: float = DUPE_THRESHOLD) -> list:
+        """Groups of near-duplicate photos, likeliest first."""
+        from .dupes import find_groups
+
+        ids = self.store.ids() if within is None else self.store.ids_under(_absolute(within))
+        chunks = list(self.store.vectors(ids))
+        if not chunks or not len(ids):
+            return []
+        found_ids = np.concatenate([c[0] for c in chunks])
+        vectors = np.ascontiguousarray(np.concatenate([c[1] for c in chunks]))
+        paths = self.store.paths_for(found_ids)
+        return find_groups(vectors, [paths[int(i)] for i in found_ids], threshold)
+
+    def thumbnails(self):
+        from .thumbnails import ThumbnailCache
+
+        return ThumbnailCache(self.directory / THUMBNAILS)
+
+    def search_vector(
+        self, vector: np.ndarray, top: int, min_score=None, within=None, exact: bool = False
+    ) -> list:
+        if self.store.count() == 0:
+            return []
+        index = self._exact_index() if exact else current_index(self.store)[0]
         allowed = None
         if within is not None:
-            allowed = self.store.ids_under(os.path.abspath(os.path.expanduser(os.fspath(within))))
+            allowed = self.store.ids_under(_absolute(within))
             if not len(allowed):
                 return []
         scores, ids = vectorindex.search(index, vector[None, :], top, allowed_ids=allowed)
@@ -219,6 +257,15 @@ class Library:
             pairs = [(s, i) for s, i in pairs if s >= min_score]
         paths = self.store.paths_for([i for _, i in pairs])
         return [Hit(rank, s, paths[i]) for rank, (s, i) in enumerate(pairs, 1) if i in paths]
+
+    def _exact_index(self):
+        """A flat index over the full-precision vectors, whatever the library's usual kind."""
+        index, _ = current_index(self.store)
+        if vectorindex.kind_of(index) == vectorindex.FLAT:
+            return index
+        chunks = list(self.store.vectors())
+        ids = np.concatenate([c[0] for c in chunks])
+        return vectorindex.build(np.concatenate([c[1] for c in chunks]), ids, vectorindex.FLAT)
 
     def embed_term(self, term: Term) -> np.ndarray:
         if term.text is not None:
@@ -269,6 +316,10 @@ class Library:
 
     def errors(self) -> list[Skipped]:
         return sorted(self.store.known_errors().values(), key=lambda s: s.path)
+
+
+def _absolute(path: os.PathLike | str) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def _stat_image(path: str) -> os.stat_result:

@@ -74,3 +74,36 @@ def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, tim
         input=input,
         timeout=timeout,
     )
+
+
+def run_in_terminal(*args: str, env: dict | None = None, timeout=120) -> tuple[int, bytes]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal; return (exit code, output).
+
+    The output is drained while the process runs, so large writes never block it.
+    """
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsearch", *args],
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([controller], [], [], timeout)
+        if not ready:
+            proc.kill()
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return proc.wait(timeout=timeout), b"".join(chunks)
