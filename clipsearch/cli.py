@@ -88,6 +88,9 @@ LibraryOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+NoWaitOpt = Annotated[
+    bool, typer.Option("--no-wait", help="Fail at once if another process is writing")
+]
 
 
 def _open(library: Path | None, **kwargs):
@@ -111,10 +114,13 @@ def index(
         list[str] | None, typer.Option(help="gitignore-style pattern to skip (repeatable)")
     ] = None,
     no_default_excludes: Annotated[
-        bool, typer.Option(help="Also index hidden, trash and thumbnail folders")
+        bool,
+        typer.Option(
+            "--no-default-excludes", help="Also index hidden, trash and thumbnail folders"
+        ),
     ] = False,
     raw_too: Annotated[
-        bool, typer.Option(help="Index RAW files even beside a same-named JPEG/HEIC")
+        bool, typer.Option("--raw-too", help="Index RAW files even beside a same-named JPEG/HEIC")
     ] = False,
     max_megapixels: Annotated[
         str,
@@ -131,9 +137,7 @@ def index(
     ] = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass")] = None,
-    no_wait: Annotated[
-        bool, typer.Option(help="Fail at once if another process is writing")
-    ] = False,
+    no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
     library: LibraryOpt = None,
 ) -> None:
@@ -191,6 +195,17 @@ def _max_pixels(value: str) -> int | None:
     return int(megapixels * 1_000_000)
 
 
+def _rate_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:5.1f} img/s")
+
+    return RateColumn()
+
+
 class _progress:
     """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
 
@@ -209,7 +224,7 @@ class _progress:
             TextColumn("embedding"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.speed:>5.1f} img/s" if True else ""),
+            _rate_column(),
             TimeRemainingColumn(),
             console=_stderr_console(),
             transient=True,
@@ -435,9 +450,7 @@ def status(
 @app.command()
 def forget(
     directory: Annotated[Path, typer.Argument(help="A root folder given to `index` before")],
-    no_wait: Annotated[
-        bool, typer.Option(help="Fail at once if another process is writing")
-    ] = False,
+    no_wait: NoWaitOpt = False,
     library: LibraryOpt = None,
 ) -> None:
     """Drop a root folder and every photo indexed under it."""

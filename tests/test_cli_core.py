@@ -275,3 +275,13 @@ def test_known_hub_table_matches_open_clip():
 
     for (name, tag), hub in KNOWN_HUB.items():
         assert open_clip.get_pretrained_cfg(name, tag)["hf_hub"] == hub
+
+
+def test_progress_bar_on_a_terminal_only(photos, home, tiny_checkpoint):
+    args = ("index", str(photos), "--model", TINY, "--pretrained", str(tiny_checkpoint))
+    code, shown = run_in_terminal(*args)
+    assert code == 0 and b"img/s" in shown and b"embedding" in shown
+    save_photo(photos / "more.jpg", seed=40)
+    piped = run_cli("index", str(photos))
+    assert piped.returncode == 0 and b"\x1b" not in piped.stderr
+    assert piped.stderr.decode().startswith("indexed 1, unchanged 8")
