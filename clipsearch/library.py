@@ -118,8 +118,15 @@ class Library:
             self._encoder = ClipEncoder(self.spec, self.device)
             if self.store.model_spec() is None:
                 self.store.record_model(self.spec, self._encoder.dim)
-            self._encoder.export_text_path(self.directory / TEXT_EXPORT)
+            self._export_text_path()
         return self._encoder
+
+    def _export_text_path(self) -> None:
+        """Export the text tower once, so later queries need neither torch nor open_clip."""
+        from .textfast import FastTextEncoder
+
+        if FastTextEncoder.load(self.directory / TEXT_EXPORT) is None:
+            self._encoder.export_text_path(self.directory / TEXT_EXPORT)
 
     def use_encoder(self, encoder) -> None:
         """Swap in another encoder with the same interface (tests, custom models)."""
