@@ -5,7 +5,6 @@ Every vector leaving this module is L2-normalised float32, so inner product is c
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -59,7 +58,6 @@ class ClipEncoder:
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
         kwargs = _tag_overrides(spec)
         checkpoint = spec.pretrained if spec.is_file else kwargs.pop("checkpoint")
-        logging.getLogger("root").setLevel(logging.ERROR)  # open_clip logs through root
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=checkpoint, device=self.device, weights_only=True, **kwargs

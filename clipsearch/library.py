@@ -11,18 +11,21 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import scanner, vectorindex
+from . import vectorindex
 from .errors import ClipsearchError, ImageError
 from .hits import Hit
-from .indexer import IndexReport, Progress, run_index
 from .locking import write_lock
 from .query import Term, combine, parse_terms
 from .store import Skipped, Store
 from .vectorcache import current_index, save_index
 from .weights import ModelSpec, normalise, preflight
+
+if TYPE_CHECKING:
+    from .indexer import IndexReport, Progress
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 TEXT_EXPORT = "text"
@@ -37,6 +40,11 @@ def default_home() -> Path:
         return Path(os.environ["CLIPSEARCH_HOME"]).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(xdg) / "clipsearch"
+
+
+def default_batch_size(device: str) -> int:
+    """Big enough to fill a GPU; on a CPU larger batches gain nothing and cost memory."""
+    return 256 if device == "cuda" else 32
 
 
 def choose_model(recorded: ModelSpec | None, model: str | None, pretrained: str | None):
@@ -115,7 +123,9 @@ class Library:
             preflight(self.spec)
             from .encoder import ClipEncoder
 
-            self._encoder = ClipEncoder(self.spec, self.device)
+            encoder = ClipEncoder(self.spec, self.device)
+            _check_dim(self.store.dim(), encoder.dim, self.spec)
+            self._encoder = encoder
             if self.store.model_spec() is None:
                 self.store.record_model(self.spec, self._encoder.dim)
             self._export_text_path()
@@ -149,8 +159,11 @@ class Library:
         on_wait: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root)."""
+        from . import scanner
+        from .indexer import run_index
+
         roots = [scanner.normalise_root(p) for p in paths] or self._known_roots()
-        with write_lock(self.directory, wait=wait, on_wait=on_wait):
+        with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
             scan = scanner.scan(
                 roots, excludes=excludes, default_excludes=default_excludes, raw_too=raw_too
             )
@@ -175,7 +188,7 @@ class Library:
         return [r for r in roots if os.path.isdir(r)] or roots
 
     def _default_batch(self) -> int:
-        return 256 if self.encoder.device == "cuda" else 32
+        return default_batch_size(self.encoder.device)
 
     def _refresh_vector_file(self) -> None:
         index, up_to_date = current_index(self.store)
@@ -188,7 +201,7 @@ class Library:
         if path not in self.store.roots():
             roots = ", ".join(self.store.roots()) or "none"
             raise ClipsearchError(f"{directory} is not an indexed root (roots: {roots})")
-        with write_lock(self.directory, wait=wait, on_wait=on_wait):
+        with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
             self.store.begin()
             removed = self.store.forget_root(path)
             self.store.commit()
@@ -327,6 +340,16 @@ class Library:
 
 def _absolute(path: os.PathLike | str) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:
+    """Vectors of two sizes cannot share an index: refuse before any is written or compared."""
+    if stored is not None and stored != made:
+        raise ClipsearchError(
+            f"this library holds {stored}-dimensional vectors but {spec.label()} now makes "
+            f"{made}-dimensional ones (its weights or config changed): index into a new "
+            "--library, or restore the model the library was built with"
+        )
 
 
 def _stat_image(path: str) -> os.stat_result:

@@ -6,6 +6,7 @@ Nothing here imports torch, so the check is cheap.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import urllib.error
@@ -64,6 +65,7 @@ def open_clip_module():
     """
     import open_clip
 
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns through the root logger
     for entry in filter(None, os.environ.get(CONFIG_ENV, "").split(os.pathsep)):
         if entry not in _registered:
             open_clip.add_model_config(entry)
