@@ -61,4 +61,13 @@ def missing_extra(ext: str) -> str | None:
     if extra is None:
         return None
     name, module = extra
-    return None if importlib.util.find_spec(module) else name
+    if importlib.util.find_spec(module) or (ext == ".avif" and _pillow_reads_avif()):
+        return None
+    return name
+
+
+def _pillow_reads_avif() -> bool:
+    """Pillow 11.3+ decodes AVIF itself (and recent pillow-heif no longer does)."""
+    from PIL import features
+
+    return bool(features.check_module("avif"))
