@@ -97,7 +97,13 @@ class ClipEncoder:
         """Write the torch-free text encoder next to the library; False if unsupported."""
         from .textfast import export_text_encoder
 
-        return export_text_encoder(self.model.float(), self.tokenizer, out_dir)
+        return export_text_encoder(self.model, self.tokenizer, out_dir)
+
+    def export_image_path(self, out_dir: os.PathLike) -> bool:
+        """Write the torch-free image encoder next to the library; False if unsupported."""
+        from .visionfast import export_image_encoder
+
+        return export_image_encoder(self.model, self.preprocess, out_dir)
 
 
 def _tag_overrides(spec: ModelSpec) -> dict:

@@ -26,9 +26,11 @@ from .weights import ModelSpec, normalise, preflight
 
 if TYPE_CHECKING:
     from .indexer import IndexReport, Progress
+    from .visionfast import FastImageEncoder
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 TEXT_EXPORT = "text"
+IMAGE_EXPORT = "image"
 THUMBNAILS = "thumbnails"
 # Cosine above which two photos count as near-duplicates for CLIP ViT-B models (see README).
 DUPE_THRESHOLD = 0.95
@@ -40,11 +42,6 @@ def default_home() -> Path:
         return Path(os.environ["CLIPSEARCH_HOME"]).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(xdg) / "clipsearch"
-
-
-def default_batch_size(device: str) -> int:
-    """Big enough to fill a GPU; on a CPU larger batches gain nothing and cost memory."""
-    return 256 if device == "cuda" else 32
 
 
 def choose_model(recorded: ModelSpec | None, model: str | None, pretrained: str | None):
@@ -129,6 +126,7 @@ class Library:
             if self.store.model_spec() is None:
                 self.store.record_model(self.spec, self._encoder.dim)
             self._export_text_path()
+            self._export_image_path()
         return self._encoder
 
     def _export_text_path(self) -> None:
@@ -137,6 +135,13 @@ class Library:
 
         if FastTextEncoder.load(self.directory / TEXT_EXPORT) is None:
             self._encoder.export_text_path(self.directory / TEXT_EXPORT)
+
+    def _export_image_path(self) -> None:
+        """Export the image tower once, so embedding a new photo needs no torch either."""
+        from .visionfast import FastImageEncoder
+
+        if FastImageEncoder.load(self.directory / IMAGE_EXPORT) is None:
+            self._encoder.export_image_path(self.directory / IMAGE_EXPORT)
 
     def use_encoder(self, encoder) -> None:
         """Swap in another encoder with the same interface (tests, custom models)."""
@@ -172,7 +177,7 @@ class Library:
                 roots,
                 scan,
                 lambda: self.encoder,
-                batch_size=self.batch_size or self._default_batch(),
+                batch_size=self.batch_size,
                 max_pixels=max_pixels,
                 progress=progress,
             )
@@ -186,9 +191,6 @@ class Library:
                 "nothing to index: give a folder, e.g. `clipsearch index ~/Photos`"
             )
         return [r for r in roots if os.path.isdir(r)] or roots
-
-    def _default_batch(self) -> int:
-        return default_batch_size(self.encoder.device)
 
     def _refresh_vector_file(self) -> None:
         index, up_to_date = current_index(self.store)
@@ -309,12 +311,23 @@ class Library:
             return stored
         from .imaging import load_image
 
-        encoder = self.encoder
+        fast = self._fast_image_encoder()
+        encoder = self.encoder if fast is None else fast
         try:
             image = load_image(path, min_side=encoder.image_size)
         except ImageError as exc:
             raise ClipsearchError(f"cannot read image {path}: {exc}") from exc
+        if fast is not None:
+            return fast.encode([image])[0]
         return encoder.encode_images(encoder.preprocess(image)[None])[0]
+
+    def _fast_image_encoder(self) -> FastImageEncoder | None:
+        """The torch-free image tower, unless torch is loaded anyway (or there is no export)."""
+        from .visionfast import FastImageEncoder
+
+        if self._encoder is not None:
+            return None
+        return FastImageEncoder.load(self.directory / IMAGE_EXPORT)
 
     # -- reporting ------------------------------------------------------------------------
 

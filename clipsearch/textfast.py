@@ -10,14 +10,8 @@ side we reproduce exactly are exported; everything else returns False so the cal
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import os
-import shutil
-import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -26,17 +20,25 @@ import numpy as np
 import regex
 from threadpoolctl import threadpool_limits
 
+from .npmodel import (
+    Blocks,
+    Export,
+    block_tensors,
+    is_layer_norm,
+    layer_norm,
+    load_export,
+    to_numpy,
+    write_export,
+)
+
 FORMAT = "clipsearch-textfast"
 VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "weights.bin"
 MERGES_NAME = "bpe_merges.txt"
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 # open_clip's SimpleTokenizer pre-tokenisation (special tokens first), used with IGNORECASE.
 _PATTERN = f"{SOT}|{EOT}" + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 _BASE_VOCAB = 2 * 256 + 2  # byte tokens, byte tokens ending a word, start and end
-_ALIGN = 16  # tensor offsets in float32 elements (64 bytes), friendly to SIMD loads
 _BATCH = 64  # texts per forward pass; bounds the (n, heads, L, L) attention scores
 _CACHE_SIZE = 256  # recent text vectors kept per encoder
 _WORD_CACHE_SIZE = 8192  # recent BPE words kept per tokenizer
@@ -143,49 +145,6 @@ def _merge_pair(parts: list[str], merge: str) -> list[str]:
     return merged
 
 
-# --------------------------------------------------------------------------- numerics
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    centred = x - x.mean(axis=-1, keepdims=True)
-    variance = np.mean(centred * centred, axis=-1, keepdims=True)
-    return centred / np.sqrt(variance + eps) * weight + bias
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf to within 1.5e-7 absolute (Abramowitz & Stegun 7.1.26): float32-faithful, no scipy."""
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = np.zeros_like(t)
-    for coefficient in _ERF_COEFFICIENTS:
-        poly = (poly + coefficient) * t
-    return np.copysign(1.0 - poly * np.exp(-a * a), x)
-
-
-_ERF_COEFFICIENTS = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """torch.nn.GELU() (exact, erf based)."""
-    return 0.5 * x * (1.0 + _erf(x * np.float32(1 / math.sqrt(2))))
-
-
-def _quick_gelu(x: np.ndarray) -> np.ndarray:
-    """open_clip QuickGELU, x * sigmoid(1.702 x), with sigmoid via tanh so it never overflows."""
-    return x * (0.5 + 0.5 * np.tanh(0.851 * x))
-
-
-_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "gelu": _gelu,
-    "quick_gelu": _quick_gelu,
-}
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 # --------------------------------------------------------------------------- encoder
 
 
@@ -199,48 +158,29 @@ class FastTextEncoder:
         self.tokenizer = tokenizer
         self.embed_dim = int(weights["text_projection"].shape[1])
         self._w = weights
-        self._blocks = [_prefixed(weights, f"blocks.{i}.") for i in range(int(config["layers"]))]
-        self._heads = int(config["heads"])
+        self._blocks = Blocks.from_export(config, weights)
         self._eps = float(config["ln_eps"])
-        self._act = _ACTIVATIONS[config["activation"]]
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
     def load(cls, directory: Path | str) -> FastTextEncoder | None:
-        """Open an export, or None if it is absent, incomplete or of another format.
-
-        The directory is opened once and every file is read relative to that handle, so a
-        concurrent re-export (which swaps directories) can never mix files of two exports.
-        """
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
+        """Open an export, or None if it is absent, incomplete or of another format."""
+        export = load_export(directory, FORMAT, VERSION, (MERGES_NAME,))
+        if export is None:
             return None
         try:
-            return cls._load_pinned(dir_fd)
-        except (OSError, ValueError, KeyError, TypeError):
+            return cls._from_export(export)
+        except (ValueError, KeyError, TypeError):
             return None
-        finally:
-            os.close(dir_fd)
 
     @classmethod
-    def _load_pinned(cls, dir_fd: int) -> FastTextEncoder | None:
-        def opener(name: str, flags: int) -> int:
-            return os.open(name, flags, dir_fd=dir_fd)
-
-        with open(CONFIG_NAME, encoding="utf-8", opener=opener) as f:
-            config = json.load(f)
-        if config.get("format") != FORMAT or config.get("version") != VERSION:
+    def _from_export(cls, export: Export) -> FastTextEncoder | None:
+        config = export.config
+        if config["pooling"] != "argmax":
             return None
-        if config["activation"] not in _ACTIVATIONS or config["pooling"] != "argmax":
-            return None
-        with open(WEIGHTS_NAME, "rb", opener=opener) as f:
-            flat = np.memmap(f, dtype="<f4", mode="r").view(np.ndarray)  # no subclass overhead
-        weights = _unflatten(flat, config["tensors"], int(config["weights_size"]))
-        with open(MERGES_NAME, encoding="utf-8", opener=opener) as f:
-            merges = f.read().splitlines()
+        merges = export.texts[MERGES_NAME].splitlines()
         tokenizer = ClipTokenizer(merges, int(config["context_length"]))
-        return cls(config, weights, tokenizer)
+        return cls(config, export.weights, tokenizer)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(n, embed_dim) float32 L2-normalised text vectors; recent texts come from a cache."""
@@ -277,53 +217,14 @@ class FastTextEncoder:
         w = self._w
         x = w["token_embedding"][ids[:, :length]] + w["positional_embedding"][:length]
         mask = np.triu(np.full((length, length), -np.inf, dtype=np.float32), 1)
-        for block in self._blocks:
-            x = self._block(x, block, mask)
-        pooled = _layer_norm(
+        x = self._blocks(x, mask)
+        pooled = layer_norm(
             x[np.arange(len(ids)), eot], w["ln_final.weight"], w["ln_final.bias"], self._eps
         )
         out = pooled @ w["text_projection"]
         if "text_projection_bias" in w:
             out = out + w["text_projection_bias"]
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
-
-    def _block(self, x: np.ndarray, w: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
-        """Pre-LN residual block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
-
-        Linear weights keep torch's (out, in) layout; `@ w.T` is a BLAS flag, not a copy.
-        """
-        x = x + self._attention(
-            _layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], self._eps), w, mask
-        )
-        h = _layer_norm(x, w["ln_2.weight"], w["ln_2.bias"], self._eps)
-        h = self._act(h @ w["fc.weight"].T + w["fc.bias"])
-        return x + (h @ w["proj.weight"].T + w["proj.bias"])
-
-    def _attention(self, x: np.ndarray, w: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
-        n, length, width = x.shape
-        head_dim = width // self._heads
-        qkv = (x @ w["qkv.weight"].T + w["qkv.bias"]).reshape(n, length, 3, self._heads, head_dim)
-        q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # each (n, heads, length, head_dim)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(head_dim**-0.5) + mask
-        context = (_softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(n, length, width)
-        return context @ w["out.weight"].T + w["out.bias"]
-
-
-def _prefixed(weights: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-
-
-def _unflatten(flat: np.ndarray, table: dict[str, list[Any]], size: int) -> dict[str, np.ndarray]:
-    """Views into the flat weights; a size mismatch means a foreign or truncated file."""
-    if flat.size != size:
-        raise ValueError(f"weights hold {flat.size} floats, config says {size}")
-    views = {}
-    for name, (offset, shape) in table.items():
-        count = math.prod(shape)
-        if offset < 0 or offset + count > size:
-            raise ValueError(f"tensor {name} lies outside the weights file")
-        views[name] = flat[offset : offset + count].reshape(shape)
-    return views
 
 
 # --------------------------------------------------------------------------- export
@@ -337,22 +238,11 @@ def export_text_encoder(model: Any, tokenizer: Any, out_dir: Path | str) -> bool
     An identical existing export is kept as is.  Raises OSError if writing fails; no partial
     export is ever visible at `out_dir`.
     """
-    out_dir = Path(out_dir)
     spec = _describe(model, tokenizer)
     if spec is None:
         return False
     config, tensors, merges = spec
-    merges_text = "".join(f"{m}\n" for m in merges)
-    config["fingerprint"] = _fingerprint(config, tensors, merges_text)
-    if _existing_fingerprint(out_dir) == config["fingerprint"]:
-        return True
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        _write_export(tmp, config, tensors, merges_text)
-        _install(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_export(out_dir, config, tensors, {MERGES_NAME: "".join(f"{m}\n" for m in merges)})
     return True
 
 
@@ -369,17 +259,18 @@ def _describe(
     vocab_size = len(merges) + _BASE_VOCAB
     if tower.token_embedding.weight.shape[0] < vocab_size:
         return None
-    blocks = _block_tensors(tower.transformer.resblocks)
+    blocks = block_tensors(tower.transformer.resblocks)
     if blocks is None:
         return None
     tensors, activation, eps = blocks
     ln_final = tower.ln_final
-    if not _is_layer_norm(ln_final) or ln_final.eps != eps:
+    if not is_layer_norm(ln_final) or ln_final.eps != eps:
         return None
     tensors.update(_projection_tensors(tower.text_projection))
-    tensors["token_embedding"] = _np(tower.token_embedding.weight)
-    tensors["positional_embedding"] = _np(tower.positional_embedding)
-    tensors["ln_final.weight"], tensors["ln_final.bias"] = _np(ln_final.weight), _np(ln_final.bias)
+    tensors["token_embedding"] = to_numpy(tower.token_embedding.weight)
+    tensors["positional_embedding"] = to_numpy(tower.positional_embedding)
+    tensors["ln_final.weight"] = to_numpy(ln_final.weight)
+    tensors["ln_final.bias"] = to_numpy(ln_final.bias)
     resblocks = tower.transformer.resblocks
     config = {
         "format": FORMAT,
@@ -463,177 +354,13 @@ def _tokenizer_merges(tokenizer: Any, ctx: int) -> list[str] | None:
     return merges if _vocabulary(merges) == tokenizer.encoder else None
 
 
-def _block_tensors(blocks: Iterable[Any]) -> tuple[dict[str, np.ndarray], str, float] | None:
-    """Per-block tensors, or None if any block is not a plain pre-LN MHA + MLP block."""
-    tensors: dict[str, np.ndarray] = {}
-    kinds = set()
-    for i, block in enumerate(blocks):
-        found = _one_block(block)
-        if found is None:
-            return None
-        block_tensors, activation, eps = found
-        kinds.add((activation, eps))
-        tensors.update({f"blocks.{i}.{k}": v for k, v in block_tensors.items()})
-    if len(kinds) != 1:
-        return None
-    ((activation, eps),) = kinds
-    return tensors, activation, eps
-
-
-def _one_block(block: Any) -> tuple[dict[str, np.ndarray], str, float] | None:
-    from open_clip.transformer import ResidualAttentionBlock
-    from torch import nn
-
-    if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
-        return None
-    if not (isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)):
-        return None
-    attn, mlp = block.attn, block.mlp
-    if type(attn) is not nn.MultiheadAttention or not _plain_attention(attn):
-        return None
-    activation = _activation_name(mlp.gelu)
-    norms = (block.ln_1, block.ln_2)
-    if activation is None or not all(_is_layer_norm(n) for n in norms):
-        return None
-    if block.ln_1.eps != block.ln_2.eps or not all(_is_linear(m) for m in (mlp.c_fc, mlp.c_proj)):
-        return None
-    tensors = {
-        "ln_1.weight": _np(block.ln_1.weight),
-        "ln_1.bias": _np(block.ln_1.bias),
-        "qkv.weight": _np(attn.in_proj_weight),
-        "qkv.bias": _np(attn.in_proj_bias),
-        "out.weight": _np(attn.out_proj.weight),
-        "out.bias": _np(attn.out_proj.bias),
-        "ln_2.weight": _np(block.ln_2.weight),
-        "ln_2.bias": _np(block.ln_2.bias),
-        "fc.weight": _np(mlp.c_fc.weight),
-        "fc.bias": _np(mlp.c_fc.bias),
-        "proj.weight": _np(mlp.c_proj.weight),
-        "proj.bias": _np(mlp.c_proj.bias),
-    }
-    return tensors, activation, float(block.ln_1.eps)
-
-
-def _plain_attention(attn: Any) -> bool:
-    """Packed q/k/v with biases, no extra key/value tokens."""
-    return bool(
-        attn._qkv_same_embed_dim
-        and attn.in_proj_bias is not None
-        and attn.bias_k is None
-        and not attn.add_zero_attn
-        and attn.out_proj.bias is not None
-    )
-
-
-def _activation_name(act: Any) -> str | None:
-    from open_clip.transformer import QuickGELU
-    from torch import nn
-
-    if type(act) is QuickGELU:
-        return "quick_gelu"
-    if type(act) is nn.GELU and act.approximate == "none":
-        return "gelu"
-    return None
-
-
-def _is_layer_norm(norm: Any) -> bool:
-    from open_clip.transformer import LayerNorm, LayerNormFp32
-    from torch import nn
-
-    return (
-        type(norm) in (nn.LayerNorm, LayerNorm, LayerNormFp32)
-        and norm.weight is not None
-        and norm.bias is not None
-        and len(norm.normalized_shape) == 1
-    )
-
-
-def _is_linear(layer: Any) -> bool:
-    from torch import nn
-
-    return type(layer) is nn.Linear and layer.bias is not None
-
-
 def _projection_tensors(projection: Any) -> dict[str, np.ndarray]:
     """text_projection as (width, embed_dim), plus a bias for nn.Linear projections."""
     from torch import nn
 
     if isinstance(projection, nn.Linear):
-        tensors = {"text_projection": _np(projection.weight).T}
+        tensors = {"text_projection": to_numpy(projection.weight).T}
         if projection.bias is not None:
-            tensors["text_projection_bias"] = _np(projection.bias)
+            tensors["text_projection_bias"] = to_numpy(projection.bias)
         return tensors
-    return {"text_projection": _np(projection)}
-
-
-def _np(tensor: Any) -> np.ndarray:
-    return tensor.detach().to("cpu").float().numpy()
-
-
-def _fingerprint(config: dict[str, Any], tensors: dict[str, np.ndarray], merges: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps(config, sort_keys=True).encode())
-    digest.update(merges.encode())
-    for name in sorted(tensors):
-        digest.update(f"{name}{tensors[name].shape}".encode())
-        digest.update(np.ascontiguousarray(tensors[name]).data)
-    return digest.hexdigest()
-
-
-def _existing_fingerprint(out_dir: Path) -> str | None:
-    try:
-        return json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _write_export(
-    tmp: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], merges_text: str
-) -> None:
-    """Fill the private temp dir; fsync so the renamed directory is complete after a crash."""
-    table: dict[str, list[Any]] = {}
-    with open(tmp / WEIGHTS_NAME, "wb") as f:
-        offset = 0
-        for name, array in sorted(tensors.items()):
-            padding = -offset % _ALIGN
-            f.write(b"\0" * 4 * padding)
-            offset += padding
-            table[name] = [offset, list(array.shape)]
-            f.write(np.ascontiguousarray(array, dtype="<f4").data)
-            offset += array.size
-        _sync(f)
-    config = {**config, "tensors": table, "weights_size": offset}
-    with open(tmp / MERGES_NAME, "w", encoding="utf-8", newline="\n") as f:
-        f.write(merges_text)
-        _sync(f)
-    with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=1)
-        _sync(f)
-
-
-def _sync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _install(tmp: Path, out_dir: Path) -> None:
-    """Rename `tmp` to `out_dir`; an old export is first renamed aside (rename cannot replace a
-    non-empty directory), so readers see the old export, nothing, or the new one, never a mix.
-    Retries because a concurrent exporter may be doing the same dance."""
-    for _ in range(50):
-        try:
-            os.rename(tmp, out_dir)
-            return
-        except OSError:
-            _move_aside(out_dir)
-    raise OSError(f"could not install text encoder export at {out_dir}")
-
-
-def _move_aside(out_dir: Path) -> None:
-    trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-    try:
-        os.rename(out_dir, trash)
-    except FileNotFoundError:
-        pass  # another exporter moved it first
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    return {"text_projection": to_numpy(projection)}
