@@ -5,7 +5,10 @@ Exit status follows grep: 0 results, 1 none, 2 error (one line on stderr, no tra
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -43,6 +46,11 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except sqlite3.DatabaseError as exc:  # damaged, full or unreadable library database
+            from .store import explain
+
+            error(str(explain(exc)))
+            raise typer.Exit(EXIT_ERROR) from None
         except BrokenPipeError:
             _silence_broken_pipe()
             raise typer.Exit(0) from None
@@ -152,7 +160,7 @@ def index(
         batch_size=batch_size,
         create=True,
     )
-    with lib, _progress() as progress:
+    with lib, _progress() as progress, _sigterm_as_interrupt():
         report = lib.index(
             paths or [],
             excludes=exclude or [],
@@ -175,6 +183,16 @@ def index(
         sys.stderr.write(human_summary(report) + "\n")
     if report.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill` (SIGTERM) stops an index run as Ctrl-C does: what was embedded stays saved."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _max_pixels(value: str) -> int | None:
@@ -459,5 +477,83 @@ def forget(
     sys.stderr.write(f"forgot {directory}: {removed} images removed from the library\n")
 
 
+@app.command()
+def repair(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
+    """Check the library and fix what is damaged: salvage the database, rebuild the index."""
+    from .library import default_home
+    from .repair import repair_library
+
+    for line in repair_library(library or default_home(), wait=not no_wait, on_wait=error):
+        sys.stdout.write(line + "\n")
+
+
 def main() -> None:
     app()
+
+
+# --- bench ---------------------------------------------------------------------------------
+
+bench_app = typer.Typer(
+    no_args_is_help=True, help="Measure indexing and search speed on this machine"
+)
+app.add_typer(bench_app, name="bench", help="Measure indexing and search speed on this machine")
+
+
+@bench_app.command("index")
+def bench_index(
+    synthetic: Annotated[
+        int | None,
+        typer.Option(min=1, help="Generate N photo-like JPEGs (or N copies of --images)"),
+    ] = None,
+    megapixels: Annotated[
+        float | None,
+        typer.Option(help="Size of generated photos [default: 12]; with --images, resize to it"),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="Your photos, as they are unless --megapixels"
+        ),
+    ] = None,
+    model: Annotated[str, typer.Option(help="open_clip architecture")] = "ViT-B-32",
+    pretrained: Annotated[
+        str | None, typer.Option(help="Tag or checkpoint FILE [default: random weights]")
+    ] = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep generated photos and library here [default: temp]")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity."""
+    from .benchindex import print_table, run
+
+    result = run(synthetic, megapixels, images, model, pretrained, device, batch_size, workdir)
+    if json_out:
+        from .render import write_json
+
+        write_json(result)
+    else:
+        print_table(result)
+
+
+@bench_app.command("query")
+def bench_query(
+    vectors: Annotated[int, typer.Option(min=1, help="Synthetic library size (clustered vectors)")],
+    model: Annotated[str, typer.Option(help="Architecture whose text tower answers")] = "ViT-B-32",
+    cold_runs: Annotated[int, typer.Option(min=1, help="Fresh CLI processes to time")] = 5,
+    workdir: Annotated[Path | None, typer.Option(help="Build the library here")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search speed and recall in memory, and Enter-to-exit time of real `query` processes."""
+    from .benchlatency import run
+
+    result = run(vectors, model=model, cold_runs=cold_runs, workdir=workdir)
+    if json_out:
+        from .render import write_json
+
+        write_json(result)
+    else:
+        for key, value in result.items():
+            sys.stdout.write(f"{key:>16}  {value}\n")
