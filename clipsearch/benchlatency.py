@@ -17,7 +17,7 @@ from pathlib import Path
 from . import benchquery
 from .library import TEXT_EXPORT
 from .store import Store
-from .vectorcache import current_index, save_index
+from .vectorcache import current_index
 from .weights import ModelSpec
 
 QUERY = "dog on a beach"
@@ -53,7 +53,7 @@ def synthetic_library(directory: Path, n: int, model: str) -> None:
                 for i in range(start, min(n, start + _ROWS_PER_COMMIT))
             )
             store.commit()
-        save_index(store, current_index(store)[0])
+        current_index(store)  # builds the vector index and saves it
     finally:
         store.close()
 

@@ -6,16 +6,18 @@ unchanged library costs a directory walk and one SQLite read.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .pipeline import Embedded, Failed, embed_files
+from .pipeline import DISAPPEARED, Embedded, Failed, embed_files
 from .scanner import FoundFile, ScanResult, fingerprint
 from .store import Known, Store
 
-COMMIT_SECONDS = 10.0
+COMMIT_SECONDS = 10.0  # how much work a crash may cost; $CLIPSEARCH_COMMIT_SECONDS overrides
 Progress = Callable[[int, int], None]
 
 
@@ -59,13 +61,21 @@ class Plan:
     removed_ids: list[int]
     unchanged: int
     known_problems: int
+    new_problems: list[tuple[str, str]] = field(default_factory=list)
+    stale_errors: list[str] = field(default_factory=list)
 
 
 def plan_changes(store: Store, roots: Sequence[str], scan: ScanResult) -> Plan:
-    """Decide per file: unchanged, moved (same content, new path), gone, or to embed."""
+    """Decide per file: unchanged, moved (same content, new path), gone, or to embed.
+
+    What lies at or under a path the scan could not read (a folder without permission, a
+    dropped network share) is kept as it was: it is out of sight, not gone.  A scan problem
+    already on record with the same reason is not reported again.
+    """
     known = store.known_files(roots)
     errors = store.known_errors(roots)
     seen = {f.path for f in scan.files}
+    unreadable = {path for path, _ in scan.problems}
     fresh, unchanged, known_problems = [], 0, 0
     for f in scan.files:
         k = known.get(f.path)
@@ -76,11 +86,26 @@ def plan_changes(store: Store, roots: Sequence[str], scan: ScanResult) -> Plan:
             known_problems += 1
         else:
             fresh.append(f)
-    vanished = {p: k for p, k in known.items() if p not in seen}
+    vanished = {p: k for p, k in known.items() if p not in seen and not _covered(p, unreadable)}
     moves, embed = _match_moves(fresh, vanished, known)
     moved_ids = {k.id for k, _ in moves}
     removed = [k.id for k in vanished.values() if k.id not in moved_ids]
-    return Plan(embed, moves, removed, unchanged, known_problems)
+    new = [(p, r) for p, r in scan.problems if p not in errors or errors[p].reason != r]
+    known_problems += len(scan.problems) - len(new)
+    stale = [p for p in errors if p not in seen and not _covered(p, unreadable)]
+    return Plan(embed, moves, removed, unchanged, known_problems, new, stale)
+
+
+def _covered(path: str, unreadable: set[str]) -> bool:
+    """True when path itself, or a folder above it, could not be read in this scan."""
+    if not unreadable:
+        return False
+    while path not in unreadable:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return True
 
 
 def _match_moves(
@@ -122,7 +147,7 @@ def run_index(
     scan: ScanResult,
     load_encoder: Callable[[], object],
     *,
-    batch_size: int,
+    batch_size: int | None,
     max_pixels: int | None,
     progress: Progress | None = None,
 ) -> IndexReport:
@@ -134,6 +159,9 @@ def run_index(
     for k, f in plan.moves:
         store.move(k.id, f.path, f.size, f.mtime_ns)
     store.remove(plan.removed_ids)
+    store.remove_errors(plan.stale_errors)
+    for path, reason in plan.new_problems:
+        store.record_error(path, *_stamp(path), reason)
     for root in roots:
         store.add_root(root)
     store.commit()
@@ -157,33 +185,59 @@ def _scan_report(scan: ScanResult, plan: Plan) -> IndexReport:
         missing_extras=dict(scan.missing_extras),
         known_problems=plan.known_problems,
     )
-    report.new_problems.extend(scan.problems)
+    report.new_problems.extend(plan.new_problems)
     return report
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """Size and mtime of a path the scan could not use (the link itself, if it is one)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
 
 
 def _embed_all(store, files, encoder, report, batch_size, max_pixels, progress) -> None:
     total, done = len(files), 0
+    if progress:
+        progress(0, total)
+    interval = commit_seconds()
     last_commit = time.monotonic()
+    batches = embed_files(files, encoder, batch_size=batch_size, max_pixels=max_pixels)
     store.begin()
+    # closing(): on Ctrl-C the decode workers stop at once, not when the process exits.
+    # The finally commits what was embedded; Store.commit is safe wherever Ctrl-C lands.
     try:
-        for outcomes in embed_files(files, encoder, batch_size=batch_size, max_pixels=max_pixels):
-            for outcome in outcomes:
-                _record(store, outcome, report)
-            done += len(outcomes)
-            if progress:
-                progress(done, total)
-            if time.monotonic() - last_commit >= COMMIT_SECONDS:
-                store.commit()
-                store.begin()
-                last_commit = time.monotonic()
+        with contextlib.closing(batches):
+            for outcomes in batches:
+                for outcome in outcomes:
+                    _record(store, outcome, report)
+                done += len(outcomes)
+                if progress:
+                    progress(done, total)
+                if time.monotonic() - last_commit >= interval:
+                    store.commit()
+                    store.begin()
+                    last_commit = time.monotonic()
     finally:
         store.commit()
+
+
+def commit_seconds() -> float:
+    """The commit interval; tests shorten it so that kills land between commits."""
+    try:
+        return float(os.environ.get("CLIPSEARCH_COMMIT_SECONDS", COMMIT_SECONDS))
+    except ValueError:
+        return COMMIT_SECONDS
 
 
 def _record(store: Store, outcome: Embedded | Failed, report: IndexReport) -> None:
     if isinstance(outcome, Embedded):
         store.add(outcome.path, outcome.size, outcome.mtime_ns, outcome.fingerprint, outcome.vector)
         report.indexed += 1
-    elif outcome.reason != "file disappeared while indexing":
+        return
+    report.new_problems.append((outcome.path, outcome.reason))
+    if outcome.reason != DISAPPEARED:  # a vanished file needs no note: the next scan drops it
+        store.drop_file(outcome.path)
         store.record_error(outcome.path, outcome.size, outcome.mtime_ns, outcome.reason)
-        report.new_problems.append((outcome.path, outcome.reason))

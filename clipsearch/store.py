@@ -9,6 +9,7 @@ SQLite (or rebuilds from it) instead of trusting it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -105,10 +106,7 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ClipsearchError(
-                f"the library database {db} is damaged ({exc}): run `clipsearch repair`, "
-                "or delete the library folder and index again"
-            ) from exc
+            raise explain(exc, db) from exc
         store = cls(directory, conn)
         store._check_version()
         return store
@@ -219,6 +217,17 @@ class Store:
         )
         self._vectors_changed = True
 
+    def add_new(self, rows: Iterable[tuple[str, int, int, str, np.ndarray]]) -> None:
+        """Bulk insert of files known not to be in the library yet (benchmarks, imports)."""
+        self.conn.executemany(
+            "INSERT INTO files(path, size, mtime_ns, fingerprint, vector) VALUES (?, ?, ?, ?, ?)",
+            (
+                (encode_path(p), size, mtime, mark, np.asarray(v, np.float32).tobytes())
+                for p, size, mtime, mark, v in rows
+            ),
+        )
+        self._vectors_changed = True
+
     def move(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
         """A renamed or moved file keeps its id and vector."""
         self.conn.execute(
@@ -236,6 +245,11 @@ class Store:
             "DELETE FROM errors WHERE path = ?", [(encode_path(p),) for p in paths]
         )
 
+    def drop_file(self, path: str) -> None:
+        """Forget the indexed version of a file that changed into something unreadable."""
+        gone = self.conn.execute("DELETE FROM files WHERE path = ?", (encode_path(path),))
+        self._vectors_changed = self._vectors_changed or gone.rowcount > 0
+
     def record_error(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO errors(path, size, mtime_ns, reason, seen) VALUES (?,?,?,?,?)",
@@ -248,7 +262,14 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
-        """Commit, moving to a new generation when vectors changed."""
+        """Commit, moving to a new generation when vectors changed.
+
+        A no-op outside a transaction: after a Ctrl-C between a commit and the next begin,
+        or after SQLite rolled back by itself (disk full), there is nothing left to commit.
+        """
+        if not self.conn.in_transaction:
+            self._vectors_changed = False
+            return
         if self._vectors_changed:
             self.set_meta(generation=self.generation() + 1)
             self._vectors_changed = False
@@ -264,10 +285,35 @@ class Store:
         """A read transaction: everything read inside sees one committed state."""
         return _Snapshot(self.conn)
 
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Turn a failed write (disk full, read-only folder) into a message and roll back:
+        the library keeps everything committed before."""
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+            raise explain(exc, self.directory) from exc
+
     # -- reading vectors ------------------------------------------------------------------
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def id_summary(self) -> tuple[int, int]:
+        """(count, sum) of the file ids: a cheap check that a vector index holds the same ids."""
+        row = self.conn.execute("SELECT count(*), coalesce(sum(id), 0) FROM files").fetchone()
+        return row[0], row[1]
+
+    def drop_wrong_size_vectors(self) -> int:
+        """Delete files whose stored vector does not have the library's dimension."""
+        dim = self.dim()
+        if dim is None:
+            return 0
+        cur = self.conn.execute("DELETE FROM files WHERE length(vector) != ?", (4 * dim,))
+        self._vectors_changed = self._vectors_changed or cur.rowcount > 0
+        return cur.rowcount
 
     def ids(self) -> np.ndarray:
         rows = self.conn.execute("SELECT id FROM files ORDER BY id").fetchall()
@@ -310,7 +356,11 @@ class Store:
             "SELECT vector FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
             (encode_path(path), size, mtime_ns),
         ).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+        if row is None:
+            return None
+        if len(row[0]) != 4 * (self.dim() or 0):
+            raise ClipsearchError(WRONG_SIZE)
+        return np.frombuffer(row[0], dtype=np.float32).copy()
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
@@ -327,7 +377,40 @@ class _Snapshot:
         self.conn.execute("COMMIT")
 
 
+def explain(exc: Exception, where: Path | None = None) -> ClipsearchError:
+    """What a failed database or file operation means to the user, and the way out."""
+    name = getattr(exc, "sqlite_errorname", "")
+    place = f" at {where}" if where else ""
+    if isinstance(exc, OSError) or name.startswith(("SQLITE_FULL", "SQLITE_READONLY")):
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ClipsearchError(
+            f"could not save the library{place} ({reason}); it still holds everything saved "
+            "before: free some disk space or make the folder writable, then try again"
+        )
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return ClipsearchError(
+            f"cannot use the library database{place} ({exc}): check the disk and the folder's "
+            "permissions"
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ClipsearchError(
+            f"the library{place} stayed locked by another process ({exc}): try again later"
+        )
+    return ClipsearchError(
+        f"the library database{place} is damaged ({exc}): run `clipsearch repair`, "
+        "or delete the library folder and index again"
+    )
+
+
+WRONG_SIZE = (
+    "the library database holds vectors of the wrong size (it is damaged): "
+    "run `clipsearch repair`, then `clipsearch index` to embed the dropped photos again"
+)
+
+
 def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if any(len(r[1]) != 4 * dim for r in rows):
+        raise ClipsearchError(WRONG_SIZE)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     blob = b"".join(r[1] for r in rows)
     return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
