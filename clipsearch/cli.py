@@ -488,7 +488,15 @@ def repair(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; once torch is loaded, skip its slow interpreter teardown (seconds here)."""
+    try:
+        app()
+    except SystemExit as done:
+        if "torch" not in sys.modules or not isinstance(done.code, int | None):
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(done.code or 0)
 
 
 # --- bench ---------------------------------------------------------------------------------
