@@ -2,7 +2,10 @@
 
 Uniform noise on the sphere would make every neighbour equally far and every index look bad (or
 trivially good), so the data is a mixture: uneven clusters around a shared mean direction (CLIP
-embeddings sit in a narrow cone), with per-cluster spread mostly in a low-rank subspace.
+embeddings sit in a narrow cone), with per-cluster spread mostly in a low-rank subspace. With
+the defaults a query's best match has cosine ~0.88, its 10th ~0.84, a random photo ~0.38.
+Neighbours are harder to find with more, smaller clusters (the nearest ones then come from
+many clusters): clusters=8192 or 20000 make a useful stress test.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def test_ivf_forced_at_small_size_has_high_recall(data) -> None:
 
 
 def test_nprobe_scans_a_fixed_number_of_candidates() -> None:
-    assert vectorindex._nprobe_for(1984, 1_000_000) == 40  # 40 lists of ~504 vectors
+    assert vectorindex._nprobe_for(1984, 1_000_000) == 100  # 100 lists of ~504 vectors
     assert vectorindex._nprobe_for(64, 4000) == 64  # small libraries: every list
 
 
