@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The product with HEIC/AVIF and camera RAW support.
+# The product (HEIC/AVIF and camera RAW support included).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[heif,raw]"
+	$(BIN)/pip install --quiet -e .
 
 # Index a folder, then ask it something: make run PHOTOS=~/Pictures QUERY="red car"
 run: install
@@ -23,7 +23,7 @@ run: install
 # The whole suite (slow and fault-injection tests included) plus the linter.
 # pytest's exit 5 ("no tests collected") is not a failure of the code under test.
 test: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[heif,raw,test]"
+	$(BIN)/pip install --quiet -e ".[test]"
 	$(BIN)/ruff check clipsearch tests
 	$(BIN)/python -m pytest -q -ra tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
