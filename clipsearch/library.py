@@ -181,7 +181,10 @@ class Library:
                 max_pixels=max_pixels,
                 progress=progress,
             )
-            self._refresh_vector_file()
+            try:
+                self._refresh_vector_file()
+            except KeyboardInterrupt:  # the work is committed; the cache is rebuilt on demand
+                report.interrupted = True
         return report
 
     def _known_roots(self) -> list[str]:
