@@ -78,6 +78,7 @@ class Library:
         self.device = device
         self.batch_size = batch_size
         self._encoder = None
+        self._loaded_index: tuple[int, object] | None = None
 
     @classmethod
     def open(
@@ -229,7 +230,7 @@ class Library:
         if top < 1:
             raise ClipsearchError(f"--top must be at least 1, not {top}")
         parsed = parse_terms(terms, add, sub)
-        if self.store.count() == 0:
+        if self.store.is_empty():
             return []
         vector = combine(parsed, self.embed_term)
         return self.search_vector(vector, top, min_score, within, exact)
@@ -241,7 +242,7 @@ class Library:
             raise ClipsearchError(f"no such image file: {image}")
         if top < 1:
             raise ClipsearchError(f"--top must be at least 1, not {top}")
-        if self.store.count() == 0:
+        if self.store.is_empty():
             return []
         hits = self.search_vector(self.embed_image(path), top + 1, min_score, within)
         others = [h for h in hits if h.path != path][:top]
@@ -268,9 +269,9 @@ class Library:
     def search_vector(
         self, vector: np.ndarray, top: int, min_score=None, within=None, exact: bool = False
     ) -> list:
-        if self.store.count() == 0:
+        if self.store.is_empty():
             return []
-        index = self._exact_index() if exact else current_index(self.store)[0]
+        index = self._exact_index() if exact else self._vector_index()
         allowed = None
         if within is not None:
             allowed = self.store.ids_under(_absolute(within))
@@ -283,9 +284,16 @@ class Library:
         paths = self.store.paths_for([i for _, i in pairs])
         return [Hit(rank, s, paths[i]) for rank, (s, i) in enumerate(pairs, 1) if i in paths]
 
+    def _vector_index(self):
+        """The index of the last commit, loaded once per generation (batch queries reuse it)."""
+        generation = self.store.generation()
+        if self._loaded_index is None or self._loaded_index[0] != generation:
+            self._loaded_index = (generation, current_index(self.store)[0])
+        return self._loaded_index[1]
+
     def _exact_index(self):
         """A flat index over the full-precision vectors, whatever the library's usual kind."""
-        index, _ = current_index(self.store)
+        index = self._vector_index()
         if vectorindex.kind_of(index) == vectorindex.FLAT:
             return index
         chunks = list(self.store.vectors())

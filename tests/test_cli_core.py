@@ -285,3 +285,20 @@ def test_progress_bar_on_a_terminal_only(photos, home, tiny_checkpoint):
     piped = run_cli("index", str(photos))
     assert piped.returncode == 0 and b"\x1b" not in piped.stderr
     assert piped.stderr.decode().startswith("indexed 1, unchanged 8")
+
+
+def test_an_open_library_never_serves_a_stale_index(photos, tmp_path, tiny_checkpoint):
+    """A long-lived reader (`query -`, the API) sees what a later `index` run committed."""
+    from clipsearch import Library
+
+    lib_dir, spec = tmp_path / "lib", {"model": TINY, "pretrained": str(tiny_checkpoint)}
+    with Library.open(lib_dir, **spec, create=True) as writer:
+        writer.index([photos])
+    with Library.open(lib_dir) as reader:
+        assert len(reader.search("x", top=50)) == 8
+        save_photo(photos / "late.jpg", seed=50)
+        with Library.open(lib_dir) as writer:
+            assert writer.index([photos]).indexed == 1
+        hits = reader.search(str(photos / "late.jpg"), top=1)
+        assert hits[0].path == str(photos / "late.jpg")
+        assert len(reader.search("x", top=50)) == 9
