@@ -83,7 +83,9 @@ class ClipEncoder:
         import torch
 
         with torch.inference_mode():
-            batch = batch.to(self.device, dtype=self.dtype, non_blocking=True)
+            # Device first, then dtype: a combined CPU-to-GPU conversion would cast on the CPU
+            # into unpinned memory and lose the asynchronous copy from the pinned batch.
+            batch = batch.to(self.device, non_blocking=True).to(self.dtype)
             return _normalised(self.model.encode_image(batch))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
