@@ -21,7 +21,7 @@ from .hits import Hit
 from .locking import write_lock
 from .query import Term, combine, parse_terms
 from .store import Skipped, Store
-from .vectorcache import current_index, save_index
+from .vectorcache import current_index, drop_stale_files, save_index
 from .weights import ModelSpec, normalise, preflight
 
 if TYPE_CHECKING:
@@ -198,7 +198,9 @@ class Library:
 
     def _refresh_vector_file(self) -> None:
         index, up_to_date = current_index(self.store)
-        if not up_to_date:
+        if up_to_date:
+            drop_stale_files(self.store)  # a killed run may have saved but not cleaned up
+        else:
             save_index(self.store, index)
 
     def forget(self, directory: os.PathLike | str, *, wait: bool = True, on_wait=None) -> int:

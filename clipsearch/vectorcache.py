@@ -71,6 +71,13 @@ def save_index(store: Store, index) -> None:
         vectorindex.save(index, target)
     except RuntimeError as exc:  # FAISS reports its own write errors this way
         raise OSError(errno.EIO, "the vector index could not be written") from exc
+    drop_stale_files(store)
+
+
+def drop_stale_files(store: Store) -> None:
+    """Remove index files of older generations and temporary ones a killed save left behind.
+    Call with the write lock held."""
+    target = index_path(store, store.generation())
     for old in [*store.directory.glob(INDEX_GLOB), *store.directory.glob(_TEMP_GLOB)]:
         if old != target:
             with contextlib.suppress(OSError):

@@ -528,3 +528,16 @@ def test_a_model_whose_embedding_size_changed_is_refused(tmp_path, home, tiny_ch
     assert result.returncode == 2 and message.count("\n") == 1, message
     assert "holds 64-dimensional vectors but" in message and "32-dimensional" in message
     assert "new --library" in message and "Traceback" not in message
+
+
+@pytest.mark.faults
+def test_files_a_killed_save_left_behind_are_cleaned_up(indexed, home):
+    """Killed after saving the new index but before deleting the old one: the next run,
+    finding the index current, still removes the stale file and the temporary one."""
+    (current,) = home.glob("vectors-*.faiss")
+    generation = int(current.stem.split("-")[1])
+    stale, temporary = home / f"vectors-{generation - 1}.faiss", home / ".vectors-9.faiss.x.tmp"
+    shutil.copy(current, stale)
+    temporary.write_bytes(b"half written")
+    assert cli("index", indexed).exit_code == 0
+    assert sorted(home.glob("*.faiss")) == [current] and not temporary.exists()
