@@ -346,7 +346,7 @@ class Library:
 
     def status(self) -> dict:
         updated = self.store.meta("updated")
-        index, _ = current_index(self.store)
+        index = self._vector_index()
         return {
             "library": str(self.directory),
             "roots": self.store.roots(),

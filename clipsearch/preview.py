@@ -16,6 +16,7 @@ from PIL import Image
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.hits import Hit
+from clipsearch.render import safe_for_terminal
 from clipsearch.thumbnails import ThumbnailCache
 
 KITTY_CHUNK = 4096
@@ -100,7 +101,7 @@ def render_previews(
         raise ClipsearchError(NO_PROTOCOL)
     for hit in hits:
         data = preview_bytes(hit.path, thumbs)
-        caption = f"{hit.rank:>3}. {hit.score:.3f}  {safe_text(hit.path)}"
+        caption = f"{hit.rank:>3}. {hit.score:.3f}  {safe_for_terminal(hit.path)}"
         if data is None:
             stream.write(f"{caption}  (no preview)\n")
             continue
@@ -110,11 +111,3 @@ def render_previews(
             stream.write(encode_iterm2(data, os.path.basename(hit.path), cols))
         stream.write(f"\n{caption}\n")
     stream.flush()
-
-
-def safe_text(value: str) -> str:
-    """Show control characters as escapes and undecodable bytes as U+FFFD, never raw."""
-    readable = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in readable
-    )

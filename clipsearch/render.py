@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
 
 from .hits import Hit
-
-MODES = ("table", "plain", "json", "jsonl", "null")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
@@ -30,9 +26,11 @@ def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
 
 
 def safe_for_terminal(text: str) -> str:
-    """Show control characters (ESC, BEL, newlines...) and undecodable bytes as escapes."""
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """Escape what a terminal would act on or cannot show: control and format characters
+    (ESC, BEL, newlines, bidi overrides...) and bytes that were not valid UTF-8."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def hit_record(hit: Hit) -> dict:
