@@ -26,6 +26,7 @@ from .weights import ModelSpec, normalise, preflight
 
 if TYPE_CHECKING:
     from .indexer import IndexReport, Progress
+    from .textfast import FastTextEncoder
     from .visionfast import FastImageEncoder
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
@@ -79,6 +80,7 @@ class Library:
         self.batch_size = batch_size
         self._encoder = None
         self._loaded_index: tuple[int, object] | None = None
+        self._fast: dict[str, FastTextEncoder | FastImageEncoder | None] = {}
 
     @classmethod
     def open(
@@ -309,9 +311,7 @@ class Library:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text vectors, from the torch-free exported text tower when there is one."""
-        from .textfast import FastTextEncoder
-
-        fast = FastTextEncoder.load(self.directory / TEXT_EXPORT) if self._encoder is None else None
+        fast = self._fast_encoder(TEXT_EXPORT)
         if fast is not None:
             return fast.encode(list(texts))
         return self.encoder.encode_texts(texts)
@@ -324,7 +324,7 @@ class Library:
             return stored
         from .imaging import load_image
 
-        fast = self._fast_image_encoder()
+        fast = self._fast_encoder(IMAGE_EXPORT)
         encoder = self.encoder if fast is None else fast
         try:
             image = load_image(path, min_side=encoder.image_size)
@@ -334,13 +334,16 @@ class Library:
             return fast.encode([image])[0]
         return encoder.encode_images(encoder.preprocess(image)[None])[0]
 
-    def _fast_image_encoder(self) -> FastImageEncoder | None:
-        """The torch-free image tower, unless torch is loaded anyway (or there is no export)."""
-        from .visionfast import FastImageEncoder
-
+    def _fast_encoder(self, export: str) -> FastTextEncoder | FastImageEncoder | None:
+        """The torch-free tower in `export` (TEXT_EXPORT or IMAGE_EXPORT), unless torch is
+        loaded anyway or there is none.  Kept once opened: batch queries would otherwise
+        re-map 340 MB of weights (and re-read the BPE merges) for every line.  The export of
+        a library only changes with its model, which a library never changes."""
         if self._encoder is not None:
             return None
-        return FastImageEncoder.load(self.directory / IMAGE_EXPORT)
+        if export not in self._fast:
+            self._fast[export] = _fast_encoder_class(export).load(self.directory / export)
+        return self._fast[export]
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -376,6 +379,18 @@ def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:
             f"{made}-dimensional ones (its weights or config changed): index into a new "
             "--library, or restore the model the library was built with"
         )
+
+
+def _fast_encoder_class(export: str) -> type[FastTextEncoder] | type[FastImageEncoder]:
+    """Imported on demand: a text query should not pay for loading PIL, nor an image one
+    for the tokenizer."""
+    if export == TEXT_EXPORT:
+        from .textfast import FastTextEncoder
+
+        return FastTextEncoder
+    from .visionfast import FastImageEncoder
+
+    return FastImageEncoder
 
 
 def _stat_image(path: str) -> os.stat_result:

@@ -217,9 +217,8 @@ class FastTextEncoder:
         w = self._w
         x = w["token_embedding"][ids[:, :length]] + w["positional_embedding"][:length]
         mask = np.triu(np.full((length, length), -np.inf, dtype=np.float32), 1)
-        x = self._blocks(x, mask)
         pooled = layer_norm(
-            x[np.arange(len(ids)), eot], w["ln_final.weight"], w["ln_final.bias"], self._eps
+            self._blocks(x, mask, keep=eot), w["ln_final.weight"], w["ln_final.bias"], self._eps
         )
         out = pooled @ w["text_projection"]
         if "text_projection_bias" in w:

@@ -18,7 +18,8 @@ def test_bench_query_reports_every_figure(tmp_path):
     )
     assert result.exit_code == 0, result.stderr
     figures = json.loads(result.stdout)
-    for key in ("exact_ms", "ann_ms", "index_ram_mb", "cold_query_s", "warm_query_s"):
+    times = ("cold_query_s", "warm_query_s", "cold_image_query_s", "warm_image_query_s")
+    for key in ("exact_ms", "ann_ms", "index_ram_mb", "image_decode_s", *times):
         assert isinstance(figures[key], float) and figures[key] >= 0, key
     assert figures["index_type"] == "flat"  # 3000 vectors are below the crossover
     assert figures["recall_at_10"] == 1.0  # flat search is exact

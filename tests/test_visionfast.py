@@ -298,3 +298,28 @@ def test_vit_b_32_random_weights_match(tmp_path):
     vectors, reference = encoder.encode(images), _reference(model, transform, images)
     assert np.sum(vectors * reference, axis=1).min() >= 0.9999
     np.testing.assert_allclose(vectors, reference, atol=1e-4)
+
+
+def test_a_library_opens_each_exported_tower_once(tmp_path, tiny_checkpoint, monkeypatch):
+    """`query -` answers line after line with one Library: re-opening the export per query
+    re-mapped the whole tower (and re-read the BPE merges) every time."""
+    from clipsearch.textfast import FastTextEncoder
+
+    photos, lib_dir = tmp_path / "photos", tmp_path / "lib"
+    for seed in range(2):
+        save_photo(photos / f"p{seed}.jpg", seed=seed)
+    with Library.open(lib_dir, model=TINY, pretrained=str(tiny_checkpoint), create=True) as lib:
+        lib.index([photos])
+    loads = []
+    for kind in (FastImageEncoder, FastTextEncoder):
+        original = kind.load
+        monkeypatch.setattr(
+            kind, "load", lambda d, original=original: loads.append(d) or original(d)
+        )
+    new = [str(save_photo(tmp_path / f"new{i}.jpg", seed=10 + i)) for i in range(3)]
+    with Library.open(lib_dir) as lib:
+        vectors = [lib.embed_image(path) for path in new]
+        lib.embed_texts(["a dog"])
+        lib.embed_texts(["a cat"])
+    assert sorted(p.name for p in loads) == ["image", "text"]
+    assert len({v.tobytes() for v in vectors}) == 3
