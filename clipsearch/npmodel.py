@@ -8,7 +8,6 @@ the blocks in float32 numpy.  Torch and open_clip are only imported inside expor
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import math
@@ -211,23 +210,6 @@ def _prefixed(weights: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarr
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
-def retain_freed_heap() -> None:
-    """Ask glibc to keep 64 MB of freed heap rather than hand it back to the kernel at once.
-
-    An image forward allocates and frees a few MB of activations per block; glibc returned
-    them between images and the next image took ~6,300 fresh zeroed pages, 10-20 ms of a
-    ViT-B-32 image (measured with getrusage).  Process-wide, idempotent, and nothing happens
-    where the C library has no mallopt (macOS, Windows).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_TOP_PAD, 64 << 20)
-
-
-_M_TOP_PAD = -2  # glibc malloc.h
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -298,35 +280,51 @@ def write_export(
     out_dir: Path | str,
     config: dict[str, Any],
     tensors: dict[str, np.ndarray],
-    texts: Mapping[str, str] | None = None,
+    files: Mapping[str, str | bytes] | None = None,
 ) -> None:
     """Install `config` (plus a fingerprint and the tensor table), `tensors` and the named
-    `texts` as an export directory at `out_dir`, atomically.
+    `files` (text or bytes) as an export directory at `out_dir`, atomically.
 
     An identical existing export is kept as is.  Raises OSError if writing fails; no partial
     export is ever visible at `out_dir`.
     """
     out_dir = Path(out_dir)
-    texts = dict(texts or {})
-    config = {**config, "fingerprint": _fingerprint(config, tensors, texts)}
+    contents = {name: _as_bytes(data) for name, data in (files or {}).items()}
+    config = {**config, "fingerprint": _fingerprint(config, tensors, contents)}
     if _existing_fingerprint(out_dir) == config["fingerprint"]:
         return
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        _write_files(tmp, config, tensors, texts)
+        _write_files(tmp, config, tensors, contents)
         _install(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tensor_table(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, list[Any]], int]:
+    """Where `write_export` puts each tensor in the weights file: name -> [offset, shape] in
+    float32 elements, by sorted name, each offset aligned; and the total size."""
+    table: dict[str, list[Any]] = {}
+    offset = 0
+    for name, array in sorted(tensors.items()):
+        offset += -offset % _ALIGN
+        table[name] = [offset, list(array.shape)]
+        offset += array.size
+    return table, offset
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
 def _fingerprint(
-    config: dict[str, Any], tensors: dict[str, np.ndarray], texts: dict[str, str]
+    config: dict[str, Any], tensors: dict[str, np.ndarray], files: dict[str, bytes]
 ) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(config, sort_keys=True).encode())
-    for name in sorted(texts):
-        digest.update(texts[name].encode())
+    for name in sorted(files):
+        digest.update(files[name])
     for name in sorted(tensors):
         digest.update(f"{name}{tensors[name].shape}".encode())
         digest.update(np.ascontiguousarray(tensors[name]).data)
@@ -341,26 +339,22 @@ def _existing_fingerprint(out_dir: Path) -> str | None:
 
 
 def _write_files(
-    tmp: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], texts: dict[str, str]
+    tmp: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], files: dict[str, bytes]
 ) -> None:
     """Fill the private temp dir; fsync so the renamed directory is complete after a crash."""
-    table: dict[str, list[Any]] = {}
+    table, size = tensor_table(tensors)
     with open(tmp / WEIGHTS_NAME, "wb") as f:
-        offset = 0
         for name, array in sorted(tensors.items()):
-            padding = -offset % _ALIGN
-            f.write(b"\0" * 4 * padding)
-            offset += padding
-            table[name] = [offset, list(array.shape)]
+            f.seek(4 * table[name][0])  # the alignment gap reads back as zeros
             f.write(np.ascontiguousarray(array, dtype="<f4").data)
-            offset += array.size
+        f.truncate(4 * size)
         _sync(f)
-    for name, text in texts.items():
-        with open(tmp / name, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+    for name, data in files.items():
+        with open(tmp / name, "wb") as f:
+            f.write(data)
             _sync(f)
     with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as f:
-        json.dump({**config, "tensors": table, "weights_size": offset}, f, indent=1)
+        json.dump({**config, "tensors": table, "weights_size": size}, f, indent=1)
         _sync(f)
 
 

@@ -19,7 +19,7 @@ from torchvision import transforms as T
 
 from clipsearch.library import IMAGE_EXPORT, Library
 from clipsearch.npmodel import CONFIG_NAME, WEIGHTS_NAME
-from clipsearch.visionfast import FastImageEncoder, export_image_encoder
+from clipsearch.visionfast import GRAPH_NAME, FastImageEncoder, export_image_encoder
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VISION = {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32}
@@ -214,6 +214,13 @@ def test_load_rejects_missing_foreign_and_truncated_exports(tmp_path):
         assert FastImageEncoder.load(out) is None
     (out / CONFIG_NAME).write_text(json.dumps(config))
     assert FastImageEncoder.load(out) is not None
+    graph = (out / GRAPH_NAME).read_bytes()
+    for damaged in (b"not a graph", graph[: len(graph) // 2], b""):
+        (out / GRAPH_NAME).write_bytes(damaged)
+        assert FastImageEncoder.load(out) is None
+    (out / GRAPH_NAME).unlink()
+    assert FastImageEncoder.load(out) is None
+    (out / GRAPH_NAME).write_bytes(graph)
     with open(out / WEIGHTS_NAME, "r+b") as f:
         f.truncate(1000)
     assert FastImageEncoder.load(out) is None
