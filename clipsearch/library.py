@@ -337,8 +337,8 @@ class Library:
     def _fast_encoder(self, export: str) -> FastTextEncoder | FastImageEncoder | None:
         """The torch-free tower in `export` (TEXT_EXPORT or IMAGE_EXPORT), unless torch is
         loaded anyway or there is none.  Kept once opened: batch queries would otherwise
-        re-map 340 MB of weights (and re-read the BPE merges) for every line.  The export of
-        a library only changes with its model, which a library never changes."""
+        open an onnxruntime session (~0.35 s) or re-read the BPE merges for every line.  The
+        export of a library only changes with its model, which a library never changes."""
         if self._encoder is not None:
             return None
         if export not in self._fast:
