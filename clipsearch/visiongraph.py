@@ -80,6 +80,9 @@ class _Graph:
         self.initializers.append(tensor)
         return tensor.name
 
+    def has(self, name: str) -> bool:
+        return name in self._table
+
     def const(self, values: Sequence[float] | float, dtype: Any = np.int64) -> str:
         array = np.asarray(values, dtype=dtype)
         tensor = numpy_helper.from_array(array, self._fresh("const"))
@@ -112,7 +115,7 @@ def _tokens(graph: _Graph, config: Mapping[str, Any]) -> str:
     cls = graph.op("Expand", graph.weight("class_embedding", (1, 1, width)), cls_shape)
     x = graph.op("Add", graph.op("Concat", cls, x, axis=1), graph.weight("positional_embedding"))
     x = graph.op("Reshape", x, graph.const([-1, width]))
-    if "ln_pre.weight" in graph._table:
+    if graph.has("ln_pre.weight"):
         x = _norm(graph, x, "ln_pre", config)
     return x
 
