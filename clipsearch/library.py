@@ -141,9 +141,9 @@ class Library:
 
     def _export_image_path(self) -> None:
         """Export the image tower once, so embedding a new photo needs no torch either."""
-        from .visionfast import FastImageEncoder
+        from .visionfast import has_export
 
-        if FastImageEncoder.load(self.directory / IMAGE_EXPORT) is None:
+        if not has_export(self.directory / IMAGE_EXPORT):
             self._encoder.export_image_path(self.directory / IMAGE_EXPORT)
 
     def use_encoder(self, encoder) -> None:

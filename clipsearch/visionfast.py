@@ -112,6 +112,15 @@ class FastImageEncoder:
         return image if image.size == size else image.resize(size, self._filter)
 
 
+def has_export(directory: Path | str) -> bool:
+    """Whether `directory` holds a complete export of this format and version; cheaper than
+    `FastImageEncoder.load`, which also opens an onnxruntime session (~0.35 s, ~400 MB)."""
+    return (
+        load_export(directory, FORMAT, VERSION) is not None
+        and (Path(directory) / GRAPH_NAME).is_file()
+    )
+
+
 def _session(directory: Path, fingerprint: str) -> Any | None:
     """An onnxruntime session over the export's graph, or None if it cannot be opened or the
     export was replaced while it opened (the graph reads weights.bin by name)."""

@@ -19,7 +19,7 @@ from torchvision import transforms as T
 
 from clipsearch.library import IMAGE_EXPORT, Library
 from clipsearch.npmodel import CONFIG_NAME, WEIGHTS_NAME
-from clipsearch.visionfast import GRAPH_NAME, FastImageEncoder, export_image_encoder
+from clipsearch.visionfast import GRAPH_NAME, FastImageEncoder, export_image_encoder, has_export
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VISION = {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32}
@@ -209,7 +209,8 @@ def test_load_rejects_missing_foreign_and_truncated_exports(tmp_path):
     out = tmp_path / "vf"
     _export(model, _transform(model), out)
     config = json.loads((out / CONFIG_NAME).read_text())
-    for change in ({"version": 999}, {"format": "clipsearch-textfast"}, {"pool": "max"}):
+    changes = ({"version": 1}, {"version": 999}, {"format": "clipsearch-textfast"}, {"pool": "max"})
+    for change in changes:
         (out / CONFIG_NAME).write_text(json.dumps({**config, **change}))
         assert FastImageEncoder.load(out) is None
     (out / CONFIG_NAME).write_text(json.dumps(config))
@@ -218,8 +219,9 @@ def test_load_rejects_missing_foreign_and_truncated_exports(tmp_path):
     for damaged in (b"not a graph", graph[: len(graph) // 2], b""):
         (out / GRAPH_NAME).write_bytes(damaged)
         assert FastImageEncoder.load(out) is None
+    assert has_export(out)  # the cheap check looks at the format, not inside the graph
     (out / GRAPH_NAME).unlink()
-    assert FastImageEncoder.load(out) is None
+    assert FastImageEncoder.load(out) is None and not has_export(out)
     (out / GRAPH_NAME).write_bytes(graph)
     with open(out / WEIGHTS_NAME, "r+b") as f:
         f.truncate(1000)
