@@ -8,6 +8,7 @@ and 12 MP photos that are not in the library, so their decode and image tower co
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from . import benchquery
 from .benchindex import photo_folder
 from .library import IMAGE_EXPORT, TEXT_EXPORT
+from .npmodel import CONFIG_NAME
 from .store import Store
 from .vectorcache import current_index
 from .weights import ModelSpec
@@ -92,11 +94,9 @@ def _photos(work: Path) -> list[str]:
 
 
 def _image_size(library: Path) -> int:
-    from .visionfast import FastImageEncoder
-
-    encoder = FastImageEncoder.load(library / IMAGE_EXPORT)
-    assert encoder is not None, "synthetic_library exported the image tower"
-    return encoder.image_size
+    """The image tower's input size, from the export's config (no need to open the tower)."""
+    config = json.loads((library / IMAGE_EXPORT / CONFIG_NAME).read_text(encoding="utf-8"))
+    return int(config["image_size"])
 
 
 def decode_seconds(photos: list[str], min_side: int) -> float:
