@@ -65,6 +65,7 @@ class FastImageEncoder:
         self._mean = np.asarray(prep["mean"], dtype=np.float32)
         self._std = np.asarray(prep["std"], dtype=np.float32)
         self._session = session
+        self._input = session.get_inputs()[0].name  # not visiongraph's constant: it loads onnx
 
     @classmethod
     def load(cls, directory: Path | str) -> FastImageEncoder | None:
@@ -97,13 +98,11 @@ class FastImageEncoder:
 
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         """(n, embed_dim) float32 L2-normalised image vectors."""
-        from .visiongraph import INPUT
-
         out = np.zeros((len(images), self.embed_dim), dtype=np.float32)
         for start in range(0, len(images), _BATCH):
             chunk = images[start : start + _BATCH]
             pixels = np.stack([self.preprocess(image) for image in chunk])
-            (vectors,) = self._session.run(None, {INPUT: pixels})
+            (vectors,) = self._session.run(None, {self._input: pixels})
             out[start : start + len(chunk)] = vectors
         return out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
 

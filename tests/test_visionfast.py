@@ -249,8 +249,8 @@ def _run_python(script: str) -> subprocess.CompletedProcess:
     )
 
 
-NO_TORCH = (
-    "heavy = {'torch', 'torchvision', 'timm', 'open_clip'} & set(sys.modules)\n"
+NO_TORCH = (  # nor onnx, which only writes the graph at export
+    "heavy = {'torch', 'torchvision', 'timm', 'open_clip', 'onnx'} & set(sys.modules)\n"
     "assert not heavy, heavy\n"
 )
 
