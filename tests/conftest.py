@@ -40,6 +40,22 @@ def home(tmp_path, monkeypatch) -> Path:
     return lib
 
 
+def roughened_model(name: str, config: dict, seed: int = 0):
+    """open_clip model `name` built from `config` with random weights, roughened so activations
+    leave GELU's near-linear range and attention is peaky: with open_clip's gentle init a
+    wrong activation would still pass a cosine check."""
+    import open_clip
+    import torch
+
+    open_clip.factory._MODEL_CONFIGS[name] = config
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param), alpha=0.1)
+    return model
+
+
 def photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
     """A distinctive photo-like picture: gradient sky, shapes and noise, fixed by `seed`."""
     rng = np.random.default_rng(seed)

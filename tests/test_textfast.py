@@ -14,6 +14,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import roughened_model
 from open_clip.tokenizer import SimpleTokenizer, _clean_lower
 
 from clipsearch.npmodel import CONFIG_NAME, WEIGHTS_NAME
@@ -74,15 +75,7 @@ TEXTS = [
 
 
 def _model(name: str, seed: int = 0) -> torch.nn.Module:
-    """Random weights, roughened so activations leave GELU's near-linear range and attention is
-    peaky: with open_clip's gentle init a wrong activation would still pass a cosine check."""
-    open_clip.factory._MODEL_CONFIGS[name] = CONFIGS[name]
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param), alpha=0.1)
-    return model
+    return roughened_model(name, CONFIGS[name], seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import TINY, photo, save_photo
+from conftest import TINY, photo, roughened_model, save_photo
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 from torchvision import transforms as T
@@ -53,15 +53,7 @@ SIZES += [(1000, 13), (3, 200), (64, 33), (225, 224), (301, 300), (640, 480), (4
 
 
 def _model(name: str, seed: int = 0) -> torch.nn.Module:
-    """Random weights, roughened so activations leave GELU's near-linear range and attention is
-    peaky: with open_clip's gentle init a wrong activation would still pass a cosine check."""
-    open_clip.factory._MODEL_CONFIGS[name] = CONFIGS[name]
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param), alpha=0.1)
-    return model
+    return roughened_model(name, CONFIGS[name], seed)
 
 
 def _transform(model: torch.nn.Module, **overrides) -> T.Compose:
