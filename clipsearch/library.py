@@ -1,8 +1,8 @@
 """The Python API: `Library.open(...).index(paths)` and `.search("dog")`.
 
-The CLI is a thin layer over this class.  It wires the modules together in data-flow order:
-scanner → pipeline (imaging + encoder) → store; query → encoder or torch-free text path →
-vector index → hits.
+The CLI is a thin layer over this class.  It wires the steps together in data-flow order:
+indexing (scan → plan → decode and embed) → storage; search terms → the encoder the model
+factory picks → vector index → hits.
 """
 
 from __future__ import annotations
@@ -15,59 +15,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import vectorindex
 from .errors import ClipsearchError, ImageError
-from .hits import Hit
-from .locking import write_lock
-from .query import Term, combine, parse_terms
-from .store import Skipped, Store
-from .vectorcache import current_index, drop_stale_files, save_index
-from .weights import ModelSpec, normalise, preflight
+from .fsutil import absolute
+from .model.base import encode_image
+from .model.factory import IMAGE, INDEX, TEXT, Encoders, ExportDirs
+from .model.spec import ModelSpec, choose_model
+from .results import DupeGroup, Hit
+from .search.terms import Term, combine, parse_terms
+from .storage import vectorindex
+from .storage.db import Skipped, Store
+from .storage.layout import Layout, default_home
+from .storage.lock import write_lock
+from .storage.vectorfile import current_index, drop_stale_files, save_index
 
 if TYPE_CHECKING:
-    from .indexer import IndexReport, Progress
-    from .textfast import FastTextEncoder
-    from .visionfast import FastImageEncoder
+    from .indexing.run import Progress
+    from .photos.thumbnails import ThumbnailCache
+    from .results import IndexReport
 
-DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
-TEXT_EXPORT = "text"
-IMAGE_EXPORT = "image"
-THUMBNAILS = "thumbnails"
 # Cosine above which two photos count as near-duplicates for CLIP ViT-B models (see README).
 DUPE_THRESHOLD = 0.95
-
-
-def default_home() -> Path:
-    """$CLIPSEARCH_HOME, else the XDG data folder."""
-    if os.environ.get("CLIPSEARCH_HOME"):
-        return Path(os.environ["CLIPSEARCH_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(xdg) / "clipsearch"
-
-
-def choose_model(recorded: ModelSpec | None, model: str | None, pretrained: str | None):
-    """The library's model wins; asking for a different one is an error, not a silent switch."""
-    if recorded is None:
-        if model is None or model == DEFAULT_MODEL.name:
-            return normalise(ModelSpec(DEFAULT_MODEL.name, pretrained or DEFAULT_MODEL.pretrained))
-        if pretrained is None:
-            raise ClipsearchError(
-                f"--model {model} needs --pretrained TAG or --pretrained FILE as well"
-            )
-        return normalise(ModelSpec(model, pretrained))
-    wanted = ModelSpec(model or recorded.name, pretrained or recorded.pretrained)
-    if (model or pretrained) and normalise_quiet(wanted) != recorded:
-        raise ClipsearchError(
-            f"this library was built with {recorded.label()}, not {wanted.label()}: "
-            "drop --model/--pretrained, or use another --library"
-        )
-    return recorded
-
-
-def normalise_quiet(spec: ModelSpec) -> ModelSpec:
-    if spec.is_file:
-        return ModelSpec(spec.name, os.path.abspath(os.path.expanduser(spec.pretrained)))
-    return spec
 
 
 class Library:
@@ -78,9 +45,10 @@ class Library:
         self.spec = spec
         self.device = device
         self.batch_size = batch_size
-        self._encoder = None
+        layout = store.layout
+        exports = ExportDirs(text=layout.text_export, image=layout.image_export)
+        self.encoders = Encoders(spec, device, exports, on_load=self._adopt)
         self._loaded_index: tuple[int, object] | None = None
-        self._fast: dict[str, FastTextEncoder | FastImageEncoder | None] = {}
 
     @classmethod
     def open(
@@ -101,6 +69,21 @@ class Library:
             raise
         return cls(store, spec, device, batch_size)
 
+    @staticmethod
+    def repair(
+        directory: os.PathLike | str | None = None,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> list[str]:
+        """Check a library and fix what is damaged (one line per thing done).  A static
+        method, because a damaged library may not open."""
+        from .storage.repair import repair_library
+
+        return repair_library(
+            Path(directory) if directory else default_home(), wait=wait, on_wait=on_wait
+        )
+
     def close(self) -> None:
         self.store.close()
 
@@ -114,41 +97,23 @@ class Library:
     def directory(self) -> Path:
         return self.store.directory
 
-    # -- the encoder ----------------------------------------------------------------------
-
     @property
-    def encoder(self):
-        """The torch model, loaded on first use; records the model in a new library."""
-        if self._encoder is None:
-            preflight(self.spec)
-            from .encoder import ClipEncoder
+    def layout(self) -> Layout:
+        """Where each file of this library lives."""
+        return self.store.layout
 
-            encoder = ClipEncoder(self.spec, self.device)
-            _check_dim(self.store.dim(), encoder.dim, self.spec)
-            self._encoder = encoder
-            if self.store.model_spec() is None:
-                self.store.record_model(self.spec, self._encoder.dim)
-            self._export_text_path()
-            self._export_image_path()
-        return self._encoder
+    # -- the model ------------------------------------------------------------------------
 
-    def _export_text_path(self) -> None:
-        """Export the text tower once, so later queries need neither torch nor open_clip."""
-        from .textfast import FastTextEncoder
-
-        if FastTextEncoder.load(self.directory / TEXT_EXPORT) is None:
-            self._encoder.export_text_path(self.directory / TEXT_EXPORT)
-
-    def _export_image_path(self) -> None:
-        """Export the image tower once, so embedding a new photo needs no torch either."""
-        from .visionfast import has_export
-
-        if not has_export(self.directory / IMAGE_EXPORT):
-            self._encoder.export_image_path(self.directory / IMAGE_EXPORT)
+    def _adopt(self, encoder) -> None:
+        """A freshly loaded model must make vectors of the library's size; a new library
+        records it, so later runs and queries use the same one."""
+        _check_dim(self.store.dim(), encoder.dim, self.spec)
+        if self.store.model_spec() is None:
+            self.store.record_model(self.spec, encoder.dim)
 
     def use_encoder(self, encoder) -> None:
         """Swap in another encoder with the same interface (tests, custom models)."""
-        self._encoder = encoder
+        self.encoders.use(encoder)
         if self.store.model_spec() is None:
             self.store.record_model(self.spec, encoder.dim)
 
@@ -167,8 +132,8 @@ class Library:
         on_wait: Callable[[str], None] | None = None,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root)."""
-        from . import scanner
-        from .indexer import run_index
+        from .indexing import scan as scanner
+        from .indexing.run import run_index
 
         roots = [scanner.normalise_root(p) for p in paths] or self._known_roots()
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
@@ -179,7 +144,7 @@ class Library:
                 self.store,
                 roots,
                 scan,
-                lambda: self.encoder,
+                lambda: self.encoders.get(INDEX),
                 batch_size=self.batch_size,
                 max_pixels=max_pixels,
                 progress=progress,
@@ -207,7 +172,7 @@ class Library:
 
     def forget(self, directory: os.PathLike | str, *, wait: bool = True, on_wait=None) -> int:
         """Drop a root folder and everything indexed below it."""
-        path = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+        path = absolute(directory)
         if path not in self.store.roots():
             roots = ", ".join(self.store.roots()) or "none"
             raise ClipsearchError(f"{directory} is not an indexed root (roots: {roots})")
@@ -231,8 +196,7 @@ class Library:
         exact: bool = False,
     ) -> list[Hit]:
         """Best matches for the combined query terms, best first."""
-        if top < 1:
-            raise ClipsearchError(f"--top must be at least 1, not {top}")
+        _check_top(top)
         parsed = parse_terms(terms, add, sub)
         if self.store.is_empty():
             return []
@@ -241,44 +205,43 @@ class Library:
 
     def similar(self, image: str, *, top: int = 10, min_score=None, within=None) -> list[Hit]:
         """Photos that look like `image` (indexed or not), without the image itself."""
-        path = os.path.abspath(os.path.expanduser(image))
+        path = absolute(image)
         if not os.path.isfile(path):
             raise ClipsearchError(f"no such image file: {image}")
-        if top < 1:
-            raise ClipsearchError(f"--top must be at least 1, not {top}")
+        _check_top(top)
         if self.store.is_empty():
             return []
         hits = self.search_vector(self.embed_image(path), top + 1, min_score, within)
         others = [h for h in hits if h.path != path][:top]
         return [Hit(rank, h.score, h.path) for rank, h in enumerate(others, 1)]
 
-    def duplicates(self, within=None, threshold: float = DUPE_THRESHOLD) -> list:
+    def duplicates(self, within=None, threshold: float = DUPE_THRESHOLD) -> list[DupeGroup]:
         """Groups of near-duplicate photos, likeliest first."""
-        from .dupes import find_groups
+        from .search.dupes import find_groups
 
-        ids = self.store.ids() if within is None else self.store.ids_under(_absolute(within))
-        chunks = list(self.store.vectors(ids))
-        if not chunks or not len(ids):
+        ids = self.store.ids() if within is None else self.store.ids_under(absolute(within))
+        if not len(ids):
             return []
-        found_ids = np.concatenate([c[0] for c in chunks])
-        vectors = np.ascontiguousarray(np.concatenate([c[1] for c in chunks]))
+        found_ids, vectors = self.store.all_vectors(ids)
+        if not len(found_ids):
+            return []
         paths = self.store.paths_for(found_ids)
         return find_groups(vectors, [paths[int(i)] for i in found_ids], threshold)
 
-    def thumbnails(self):
-        from .thumbnails import ThumbnailCache
+    def thumbnails(self) -> ThumbnailCache:
+        from .photos.thumbnails import ThumbnailCache
 
-        return ThumbnailCache(self.directory / THUMBNAILS)
+        return ThumbnailCache(self.store.layout.thumbnails)
 
     def search_vector(
         self, vector: np.ndarray, top: int, min_score=None, within=None, exact: bool = False
-    ) -> list:
+    ) -> list[Hit]:
         if self.store.is_empty():
             return []
         index = self._exact_index() if exact else self._vector_index()
         allowed = None
         if within is not None:
-            allowed = self.store.ids_under(_absolute(within))
+            allowed = self.store.ids_under(absolute(within))
             if not len(allowed):
                 return []
         scores, ids = vectorindex.search(index, vector[None, :], top, allowed_ids=allowed)
@@ -300,9 +263,8 @@ class Library:
         index = self._vector_index()
         if vectorindex.kind_of(index) == vectorindex.FLAT:
             return index
-        chunks = list(self.store.vectors())
-        ids = np.concatenate([c[0] for c in chunks])
-        return vectorindex.build(np.concatenate([c[1] for c in chunks]), ids, vectorindex.FLAT)
+        ids, vectors = self.store.all_vectors()
+        return vectorindex.build(vectors, ids, vectorindex.FLAT)
 
     def embed_term(self, term: Term) -> np.ndarray:
         if term.text is not None:
@@ -310,11 +272,8 @@ class Library:
         return self.embed_image(term.image)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Text vectors, from the torch-free exported text tower when there is one."""
-        fast = self._fast_encoder(TEXT_EXPORT)
-        if fast is not None:
-            return fast.encode(list(texts))
-        return self.encoder.encode_texts(texts)
+        """Text vectors, from whichever encoder the model factory picks for text."""
+        return self.encoders.get(TEXT).encode_texts(list(texts))
 
     def embed_image(self, path: str) -> np.ndarray:
         """An indexed, unchanged image reuses its stored vector; others are embedded now."""
@@ -322,28 +281,14 @@ class Library:
         stored = self.store.vector_of(path, st.st_size, st.st_mtime_ns)
         if stored is not None:
             return stored
-        from .imaging import load_image
+        from .photos.decode import load_image
 
-        fast = self._fast_encoder(IMAGE_EXPORT)
-        encoder = self.encoder if fast is None else fast
+        encoder = self.encoders.get(IMAGE)
         try:
             image = load_image(path, min_side=encoder.image_size)
         except ImageError as exc:
             raise ClipsearchError(f"cannot read image {path}: {exc}") from exc
-        if fast is not None:
-            return fast.encode([image])[0]
-        return encoder.encode_images(encoder.preprocess(image)[None])[0]
-
-    def _fast_encoder(self, export: str) -> FastTextEncoder | FastImageEncoder | None:
-        """The torch-free tower in `export` (TEXT_EXPORT or IMAGE_EXPORT), unless torch is
-        loaded anyway or there is none.  Kept once opened: batch queries would otherwise
-        open an onnxruntime session (~0.35 s) or re-read the BPE merges for every line.  The
-        export of a library only changes with its model, which a library never changes."""
-        if self._encoder is not None:
-            return None
-        if export not in self._fast:
-            self._fast[export] = _fast_encoder_class(export).load(self.directory / export)
-        return self._fast[export]
+        return encode_image(encoder, image)
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -367,8 +312,9 @@ class Library:
         return sorted(self.store.known_errors().values(), key=lambda s: s.path)
 
 
-def _absolute(path: os.PathLike | str) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+def _check_top(top: int) -> None:
+    if top < 1:
+        raise ClipsearchError(f"--top must be at least 1, not {top}")
 
 
 def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:
@@ -379,18 +325,6 @@ def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:
             f"{made}-dimensional ones (its weights or config changed): index into a new "
             "--library, or restore the model the library was built with"
         )
-
-
-def _fast_encoder_class(export: str) -> type[FastTextEncoder] | type[FastImageEncoder]:
-    """Imported on demand: a text query should not pay for loading PIL, nor an image one
-    for the tokenizer."""
-    if export == TEXT_EXPORT:
-        from .textfast import FastTextEncoder
-
-        return FastTextEncoder
-    from .visionfast import FastImageEncoder
-
-    return FastImageEncoder
 
 
 def _stat_image(path: str) -> os.stat_result:

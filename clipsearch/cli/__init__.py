@@ -1,0 +1,119 @@
+"""The `clipsearch` command: a thin typer layer over `clipsearch.library.Library`.
+
+One module per command group (index, search, dupes, manage, bench); this one builds the app,
+and turns every user-facing error into one stderr line and a grep-like exit status (0 results,
+1 none, 2 error), in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, ClipsearchError, warn
+from . import bench, dupes, index, manage, search
+
+# typer vendors click privately and exports only BadParameter; its base class is the
+# UsageError that every command-line parsing error raises.
+_UsageError = next(k for k in typer.BadParameter.__mro__ if k.__name__ == "UsageError")
+HTML_SUFFIXES = (".html", ".htm")
+
+
+class _Group(TyperGroup):
+    """Turns user-facing errors into one stderr line and grep-like exit codes."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _optional_html_value(args))
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            command = f" {ctx.invoked_subcommand}" if ctx.invoked_subcommand else ""
+            warn(f"{exc.format_message()} (see `clipsearch{command} --help`)")
+            raise typer.Exit(EXIT_ERROR) from None
+        except ClipsearchError as exc:
+            warn(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            warn("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except sqlite3.DatabaseError as exc:  # damaged, full or unreadable library database
+            from ..storage.db import explain
+
+            warn(str(explain(exc)))
+            raise typer.Exit(EXIT_ERROR) from None
+        except BrokenPipeError:
+            _silence_broken_pipe()
+            raise typer.Exit(0) from None
+
+
+def _optional_html_value(args: list[str]) -> list[str]:
+    """`--html` takes an optional FILE: a bare `--html` becomes `--html=` (the default page)."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        following = out[i + 1] if i + 1 < len(out) else ""
+        if arg == "--html" and not following.lower().endswith(HTML_SUFFIXES):
+            out[i] = "--html="
+    return out
+
+
+def _silence_broken_pipe() -> None:
+    """The reader went away (`| head`): stop quietly, as grep does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"clipsearch {__version__}\n")
+        raise typer.Exit(0)
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Search your photos with words: `clipsearch index ~/Photos`, then `clipsearch query dog`",
+)
+
+
+@app.callback()
+def _top(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version"
+    ),
+) -> None:
+    """Search your photos with words: `clipsearch index ~/Photos`, then `clipsearch query dog`"""
+
+
+app.command()(index.index)
+app.command()(search.query)
+app.command()(search.similar)
+app.command()(dupes.dupes)
+app.command()(manage.status)
+app.command()(manage.forget)
+app.command()(manage.repair)
+bench_app = typer.Typer(
+    no_args_is_help=True, help="Measure indexing and search speed on this machine"
+)
+bench_app.command("index")(bench.bench_index)
+bench_app.command("query")(bench.bench_query)
+app.add_typer(bench_app, name="bench", help="Measure indexing and search speed on this machine")
+
+
+def main() -> None:
+    """Run the CLI; once torch is loaded, skip its slow interpreter teardown (seconds here)."""
+    try:
+        app()
+    except SystemExit as done:
+        if "torch" not in sys.modules or not isinstance(done.code, int | None):
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(done.code or 0)

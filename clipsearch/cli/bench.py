@@ -1,0 +1,66 @@
+"""`clipsearch bench index` and `bench query`: measure this machine, print JSON or a table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import DeviceOpt, JsonOpt
+from .output import print_json
+
+
+def bench_index(
+    synthetic: Annotated[
+        int | None,
+        typer.Option(min=1, help="Generate N photo-like JPEGs (or N copies of --images)"),
+    ] = None,
+    megapixels: Annotated[
+        float | None,
+        typer.Option(help="Size of generated photos [default: 12]; with --images, resize to it"),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="Your photos, as they are unless --megapixels"
+        ),
+    ] = None,
+    model: Annotated[str, typer.Option(help="open_clip architecture")] = "ViT-B-32",
+    pretrained: Annotated[
+        str | None, typer.Option(help="Tag or checkpoint FILE [default: random weights]")
+    ] = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep generated photos and library here [default: temp]")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity."""
+    from ..bench.index import print_table, run
+
+    result = run(synthetic, megapixels, images, model, pretrained, device, batch_size, workdir)
+    if json_out:
+        print_json(result)
+    else:
+        print_table(result)
+
+
+def bench_query(
+    vectors: Annotated[int, typer.Option(min=1, help="Synthetic library size (clustered vectors)")],
+    model: Annotated[str, typer.Option(help="Architecture whose text tower answers")] = "ViT-B-32",
+    cold_runs: Annotated[int, typer.Option(min=1, help="Fresh CLI processes to time")] = 5,
+    workdir: Annotated[Path | None, typer.Option(help="Build the library here")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search speed and recall in memory, and Enter-to-exit time of real `query` processes."""
+    from ..bench.query import run
+
+    result = run(vectors, model=model, cold_runs=cold_runs, workdir=workdir)
+    if json_out:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            sys.stdout.write(f"{key:>16}  {value}\n")

@@ -1,0 +1,45 @@
+"""`clipsearch dupes`: groups of near-duplicate photos, to review (never to delete)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import EXIT_NONE, ClipsearchError
+from .options import HtmlOpt, JsonlOpt, JsonOpt, LibraryOpt, NullOpt, OpenOpt
+from .output import open_library, write_page
+
+
+def dupes(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Only photos under this folder [default: all]")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Cosine at or above which photos count as duplicates [default: 0.95]"),
+    ] = None,
+    json_out: JsonOpt = False,
+    jsonl: JsonlOpt = False,
+    null: NullOpt = False,
+    html: HtmlOpt = None,
+    open_page: OpenOpt = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Print groups of near-duplicate photos (re-encodes, resizes, crops, bursts), best first."""
+    from ..library import DUPE_THRESHOLD
+    from ..output.text import pick_mode, write_groups
+
+    cutoff = DUPE_THRESHOLD if threshold is None else threshold
+    if not -1.0 <= cutoff <= 1.0:
+        raise ClipsearchError(f"--threshold is a cosine between -1 and 1, not {cutoff}")
+    with open_library(library) as lib:
+        groups = lib.duplicates(directory, cutoff)
+        if html is not None or open_page:
+            write_page(lib, "near-duplicates", html, open_page, groups=groups)
+        else:
+            write_groups(groups, pick_mode(json_out, jsonl, null, sys.stdout.isatty()))
+    if not groups:
+        raise typer.Exit(EXIT_NONE)

@@ -1,0 +1,166 @@
+"""`clipsearch index`: embed new and changed photos, with a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import EXIT_INTERRUPTED, ClipsearchError, warn
+from .options import DeviceOpt, JsonOpt, LibraryOpt, NoWaitOpt
+from .output import open_library, print_json
+
+
+def index(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Folders to index [default: known roots]")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="gitignore-style pattern to skip (repeatable)")
+    ] = None,
+    no_default_excludes: Annotated[
+        bool,
+        typer.Option(
+            "--no-default-excludes", help="Also index hidden, trash and thumbnail folders"
+        ),
+    ] = False,
+    raw_too: Annotated[
+        bool, typer.Option("--raw-too", help="Index RAW files even beside a same-named JPEG/HEIC")
+    ] = False,
+    max_megapixels: Annotated[
+        str,
+        typer.Option(help="Skip larger images (decompression bombs): a number, 'auto' or 'none'"),
+    ] = "auto",
+    model: Annotated[
+        str | None, typer.Option(help="open_clip model for a new library [default: ViT-B-32]")
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="Pretrained tag, or a local checkpoint FILE [default: laion2b_s34b_b79k]"
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass")] = None,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Embed new and changed photos under PATHS; later runs only touch what changed."""
+    from ..output.summary import human_summary
+
+    lib = open_library(
+        library,
+        model=model,
+        pretrained=pretrained,
+        device=device,
+        batch_size=batch_size,
+        create=True,
+    )
+    with lib, _progress() as progress, _sigterm_as_interrupt():
+        report = lib.index(
+            paths or [],
+            excludes=exclude or [],
+            default_excludes=not no_default_excludes,
+            raw_too=raw_too,
+            max_pixels=_max_pixels(max_megapixels),
+            progress=progress,
+            wait=not no_wait,
+            on_wait=warn,
+        )
+    for path, reason in report.new_problems:
+        from ..output.text import safe_for_terminal
+
+        warn(f"skipped {safe_for_terminal(path)}: {reason}")
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        sys.stderr.write(human_summary(report) + "\n")
+    if report.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill` (SIGTERM) stops an index run as Ctrl-C does: what was embedded stays saved."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _max_pixels(value: str) -> int | None:
+    from ..photos.decode import default_max_pixels
+
+    if value == "none":
+        return None
+    if value == "auto":
+        return default_max_pixels()
+    try:
+        megapixels = float(value)
+    except ValueError:
+        raise ClipsearchError(
+            f"--max-megapixels takes a number, 'auto' or 'none', not {value!r}"
+        ) from None
+    if megapixels <= 0:
+        raise ClipsearchError("--max-megapixels must be positive")
+    return int(megapixels * 1_000_000)
+
+
+def _rate_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:5.1f} img/s")
+
+    return RateColumn()
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("embedding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _rate_column(),
+            TimeRemainingColumn(),
+            console=_stderr_console(),
+            transient=True,
+        )
+        self.bar.start()
+        self.task = None
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("embedding", total=total)
+        self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if hasattr(self, "bar"):
+            self.bar.stop()
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,52 @@
+"""`clipsearch status`, `forget` and `repair`: look after the library itself."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import warn
+from .options import JsonOpt, LibraryOpt, NoWaitOpt
+from .output import open_library, print_json
+
+
+def status(
+    errors: Annotated[
+        bool, typer.Option("--errors", help="List the files that could not be indexed")
+    ] = False,
+    json_out: JsonOpt = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Show the library: roots, image count, model, size on disk, last update."""
+    from ..output.summary import print_errors, print_status
+
+    with open_library(library) as lib:
+        value = [e.__dict__ for e in lib.errors()] if errors else lib.status()
+    if json_out:
+        print_json(value)
+    elif errors:
+        print_errors(value)
+    else:
+        print_status(value)
+
+
+def forget(
+    directory: Annotated[Path, typer.Argument(help="A root folder given to `index` before")],
+    no_wait: NoWaitOpt = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Drop a root folder and every photo indexed under it."""
+    with open_library(library) as lib:
+        removed = lib.forget(directory, wait=not no_wait, on_wait=warn)
+    sys.stderr.write(f"forgot {directory}: {removed} images removed from the library\n")
+
+
+def repair(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
+    """Check the library and fix what is damaged: salvage the database, rebuild the index."""
+    from ..library import Library
+
+    for line in Library.repair(library, wait=not no_wait, on_wait=warn):
+        sys.stdout.write(line + "\n")

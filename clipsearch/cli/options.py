@@ -1,0 +1,38 @@
+"""Options several commands share, declared once so their names and help agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+LibraryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--library",
+        envvar="CLIPSEARCH_HOME",
+        help="Library folder [default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch]",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+NoWaitOpt = Annotated[
+    bool, typer.Option("--no-wait", help="Fail at once if another process is writing")
+]
+HtmlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--html",
+        help="Write an HTML gallery (to FILE.html, or a page in the library) and print its path",
+        show_default=False,
+    ),
+]
+OpenOpt = Annotated[bool, typer.Option("--open", help="Open the HTML gallery in the browser")]
+PreviewOpt = Annotated[bool, typer.Option("--preview", help="Inline thumbnails (kitty, iTerm2)")]
+TopOpt = Annotated[int, typer.Option("--top", "-n", help="How many results")]
+MinScoreOpt = Annotated[float | None, typer.Option(help="Drop results scoring below this cosine")]
+WithinOpt = Annotated[Path | None, typer.Option("--in", help="Only photos under this folder")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per line")]
+NullOpt = Annotated[bool, typer.Option("-0", "--null", help="NUL-separated paths")]

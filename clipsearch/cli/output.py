@@ -1,0 +1,62 @@
+"""Opening the library and showing results, shared by the commands that answer queries."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def open_library(library: Path | None, **kwargs):
+    """The library the options name; imported here so `--help` never loads the API."""
+    from ..library import Library
+
+    return Library.open(library, **kwargs)
+
+
+def show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview) -> None:
+    """Every output mode of `query` and `similar`."""
+    from ..output.text import pick_mode, write_hits
+
+    if html is not None or open_page:
+        write_page(lib, title, html, open_page, hits=hits)
+        return
+    if preview and sys.stdout.isatty():
+        from ..output.preview import render_previews
+
+        render_previews(hits, sys.stdout, os.environ, lib.thumbnails(), True)
+        return
+    write_hits(hits, pick_mode(json_out, jsonl, null, sys.stdout.isatty()))
+
+
+def write_page(lib, title: str, html: str | None, open_page: bool, **content) -> None:
+    """Write an HTML gallery (to `html`, or a page under the library) and print its path."""
+    from ..output.gallery import write_gallery
+
+    out = Path(html) if html else lib.layout.galleries / f"{_slug(title)}.html"
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    page = write_gallery(
+        content.get("hits", []),
+        out,
+        title=title,
+        thumbs=lib.thumbnails(),
+        groups=content.get("groups"),
+    )
+    sys.stdout.buffer.write(os.fsencode(str(page.absolute())) + b"\n")
+    sys.stdout.flush()
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(page.absolute().as_uri())
+
+
+def print_json(value: object) -> None:
+    from ..output.text import write_json
+
+    write_json(value)
+
+
+def _slug(title: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "results"

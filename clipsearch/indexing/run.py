@@ -1,0 +1,123 @@
+"""One `index` run: apply the plan, carry over moves, embed what changed, commit in steps.
+
+Nothing heavy is imported unless some file really needs embedding, so re-running over an
+unchanged library costs a directory walk and one SQLite read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from ..results import IndexReport
+from ..storage.db import Store
+from .pipeline import DISAPPEARED, Embedded, Failed, embed_files
+from .plan import Plan, plan_changes
+from .scan import ScanResult
+
+COMMIT_SECONDS = 10.0  # how much work a crash may cost; $CLIPSEARCH_COMMIT_SECONDS overrides
+Progress = Callable[[int, int], None]
+
+
+def run_index(
+    store: Store,
+    roots: Sequence[str],
+    scan: ScanResult,
+    load_encoder: Callable[[], object],
+    *,
+    batch_size: int | None,
+    max_pixels: int | None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Apply the plan in committed steps; an interrupt keeps everything committed so far."""
+    started = time.monotonic()
+    plan = plan_changes(store, roots, scan)
+    report = _scan_report(scan, plan)
+    store.begin()
+    for k, f in plan.moves:
+        store.move(k.id, f.path, f.size, f.mtime_ns)
+    store.remove(plan.removed_ids)
+    store.remove_errors(plan.stale_errors)
+    for path, reason in plan.new_problems:
+        store.record_error(path, *_stamp(path), reason)
+    for root in roots:
+        store.add_root(root)
+    store.commit()
+    try:
+        if plan.embed:
+            _embed_all(store, plan.embed, load_encoder(), report, batch_size, max_pixels, progress)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.skipped = len(report.new_problems) + report.known_problems
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _scan_report(scan: ScanResult, plan: Plan) -> IndexReport:
+    report = IndexReport(
+        unchanged=plan.unchanged,
+        moved=len(plan.moves),
+        removed=len(plan.removed_ids),
+        videos=scan.videos,
+        raw_paired=scan.raw_paired,
+        missing_extras=dict(scan.missing_extras),
+        known_problems=plan.known_problems,
+    )
+    report.new_problems.extend(plan.new_problems)
+    return report
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """Size and mtime of a path the scan could not use (the link itself, if it is one)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
+
+
+def _embed_all(store, files, encoder, report, batch_size, max_pixels, progress) -> None:
+    total, done = len(files), 0
+    if progress:
+        progress(0, total)
+    interval = commit_seconds()
+    last_commit = time.monotonic()
+    batches = embed_files(files, encoder, batch_size=batch_size, max_pixels=max_pixels)
+    store.begin()
+    # closing(): on Ctrl-C the decode workers stop at once, not when the process exits.
+    # The finally commits what was embedded; Store.commit is safe wherever Ctrl-C lands.
+    try:
+        with contextlib.closing(batches):
+            for outcomes in batches:
+                for outcome in outcomes:
+                    _record(store, outcome, report)
+                done += len(outcomes)
+                if progress:
+                    progress(done, total)
+                if time.monotonic() - last_commit >= interval:
+                    store.commit()
+                    store.begin()
+                    last_commit = time.monotonic()
+    finally:
+        store.commit()
+
+
+def commit_seconds() -> float:
+    """The commit interval; tests shorten it so that kills land between commits."""
+    try:
+        return float(os.environ.get("CLIPSEARCH_COMMIT_SECONDS", COMMIT_SECONDS))
+    except ValueError:
+        return COMMIT_SECONDS
+
+
+def _record(store: Store, outcome: Embedded | Failed, report: IndexReport) -> None:
+    if isinstance(outcome, Embedded):
+        store.add(outcome.path, outcome.size, outcome.mtime_ns, outcome.fingerprint, outcome.vector)
+        report.indexed += 1
+        return
+    report.new_problems.append((outcome.path, outcome.reason))
+    if outcome.reason != DISAPPEARED:  # a vanished file needs no note: the next scan drops it
+        store.drop_file(outcome.path)
+        store.record_error(outcome.path, outcome.size, outcome.mtime_ns, outcome.reason)

@@ -1,0 +1,212 @@
+"""Which model a library uses: names, tags and checkpoint files, resolved in one place.
+
+A `ModelSpec` is an open_clip architecture plus a pretrained tag or a local checkpoint file.
+This module decides which spec a library gets (`choose_model`), turns a tag into the arguments
+open_clip needs (`tag_overrides`), finds weights on disk, and fails fast when they can only come
+from an unreachable hub: open_clip retries a dead hub for about a minute; a user deserves the
+answer in seconds.  Nothing here imports torch, so these checks are cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from ..errors import ClipsearchError, ModelUnavailable
+from ..fsutil import absolute
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+HUB_PROBE_SECONDS = 4.0
+CONFIG_ENV = "CLIPSEARCH_MODEL_CONFIGS"
+# Where the default model's weights live on the hub (open_clip's table says the same; a test
+# checks), so a missing download is detected before torch is even imported.
+KNOWN_HUB = {("ViT-B-32", "laion2b_s34b_b79k"): "laion/CLIP-ViT-B-32-laion2B-s34B-b79K/"}
+_registered: set[str] = set()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which open_clip model a library uses: architecture name plus a pretrained tag or file."""
+
+    name: str
+    pretrained: str
+
+    @property
+    def is_file(self) -> bool:
+        return looks_like_checkpoint(self.pretrained)
+
+    def label(self) -> str:
+        return f"{self.name} ({self.pretrained})"
+
+
+DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+
+
+def choose_model(recorded: ModelSpec | None, model: str | None, pretrained: str | None):
+    """The library's model wins; asking for a different one is an error, not a silent switch."""
+    if recorded is None:
+        if model is None or model == DEFAULT_MODEL.name:
+            return normalise(ModelSpec(DEFAULT_MODEL.name, pretrained or DEFAULT_MODEL.pretrained))
+        if pretrained is None:
+            raise ClipsearchError(
+                f"--model {model} needs --pretrained TAG or --pretrained FILE as well"
+            )
+        return normalise(ModelSpec(model, pretrained))
+    wanted = ModelSpec(model or recorded.name, pretrained or recorded.pretrained)
+    if (model or pretrained) and normalise(wanted, must_exist=False) != recorded:
+        raise ClipsearchError(
+            f"this library was built with {recorded.label()}, not {wanted.label()}: "
+            "drop --model/--pretrained, or use another --library"
+        )
+    return recorded
+
+
+def looks_like_checkpoint(pretrained: str) -> bool:
+    """A pretrained value naming a local file rather than a tag."""
+    return pretrained.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in pretrained
+
+
+def normalise(spec: ModelSpec, *, must_exist: bool = True) -> ModelSpec:
+    """Make a checkpoint path absolute so the library can find it from any working directory."""
+    if not spec.is_file:
+        return spec
+    path = absolute(spec.pretrained)
+    if must_exist and not os.path.isfile(path):
+        raise ModelUnavailable(
+            f"checkpoint file not found: {spec.pretrained} (give the path of a "
+            ".safetensors, .bin or .pt state dict)"
+        )
+    return ModelSpec(spec.name, path)
+
+
+def open_clip_module():
+    """Import open_clip with the architectures named in $CLIPSEARCH_MODEL_CONFIGS registered.
+
+    That variable lists open_clip model-config JSON files or folders (os.pathsep-separated),
+    for custom architectures; the test suite uses it for its tiny model.
+    """
+    import open_clip
+
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns through the root logger
+    for entry in filter(None, os.environ.get(CONFIG_ENV, "").split(os.pathsep)):
+        if entry not in _registered:
+            open_clip.add_model_config(entry)
+            _registered.add(entry)
+    return open_clip
+
+
+def check_model_name(name: str) -> None:
+    if name not in open_clip_module().list_models():
+        raise ModelUnavailable(
+            f"unknown model {name!r}: see `python -c 'import open_clip; "
+            "print(open_clip.list_models())'`"
+        )
+
+
+def tag_config(spec: ModelSpec) -> dict:
+    """open_clip's record for a pretrained tag; raises a clear error for unknown tags."""
+    open_clip = open_clip_module()
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.name)) or "none"
+        raise ModelUnavailable(
+            f"unknown pretrained tag {spec.pretrained!r} for {spec.name} (known: {tags}); "
+            "or pass --pretrained FILE"
+        )
+    return cfg
+
+
+def tag_overrides(spec: ModelSpec) -> dict:
+    """For a tag: the local checkpoint plus the tag's preprocessing and activation settings,
+    as keyword arguments of open_clip's `create_model_and_transforms`."""
+    if spec.is_file:
+        return {}
+    cfg = tag_config(spec)
+    return {
+        "checkpoint": resolve_checkpoint(spec, cfg),
+        "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
+        "image_mean": cfg.get("mean"),
+        "image_std": cfg.get("std"),
+        "image_interpolation": cfg.get("interpolation"),
+        "image_resize_mode": cfg.get("resize_mode"),
+    }
+
+
+def preflight(spec: ModelSpec) -> None:
+    """Fail within seconds, before any heavy import, when known weights can't be had."""
+    hub = KNOWN_HUB.get((spec.name, spec.pretrained))
+    if hub and not _cached_hub_file({"hf_hub": hub}) and not hub_reachable():
+        raise _offline(spec)
+
+
+def _offline(spec: ModelSpec) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"cannot download weights for {spec.label()}: the model hub is unreachable. "
+        "Run once with network access to cache them, or pass --pretrained FILE "
+        "with a local checkpoint (.safetensors, .bin or .pt)"
+    )
+
+
+def resolve_checkpoint(spec: ModelSpec, cfg: dict) -> str:
+    """Local path of the weights for a tag: the hub cache if present, else a bounded download."""
+    if "file" in cfg:
+        return cfg["file"]
+    cached = _cached_hub_file(cfg)
+    if cached:
+        return cached
+    if not hub_reachable():
+        raise _offline(spec)
+    from open_clip.pretrained import download_pretrained
+
+    try:
+        return download_pretrained(cfg)
+    except Exception as exc:  # the hub answered but the download failed
+        raise ModelUnavailable(
+            f"downloading weights for {spec.label()} failed ({exc.__class__.__name__}); "
+            "try again, or pass --pretrained FILE"
+        ) from exc
+
+
+def _cached_hub_file(cfg: dict) -> str | None:
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = os.path.split(hub)
+    filename = filename or "open_clip_pytorch_model.bin"
+    stem = os.path.splitext(filename)[0]
+    for candidate in (stem + ".safetensors", "open_clip_model.safetensors", filename):
+        found = try_to_load_from_cache(repo, candidate)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the hub answers an HTTP request within `timeout`, DNS included.
+
+    Any HTTP status counts as an answer; silence, refusal or a DNS failure does not.
+    The probe runs in a daemon thread so a resolver that hangs cannot hold us up.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    answered: list[bool] = []
+
+    def probe() -> None:
+        request = urllib.request.Request(endpoint, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                answered.append(True)
+        except urllib.error.HTTPError:
+            answered.append(True)
+        except (OSError, ValueError):
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])

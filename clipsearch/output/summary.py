@@ -1,0 +1,72 @@
+"""Human-readable lines for stderr: the index summary, `status` and `status --errors`."""
+
+from __future__ import annotations
+
+import sys
+
+from ..results import IndexReport
+from .text import safe_for_terminal
+
+
+def human_summary(report: IndexReport) -> str:
+    rate = report.indexed / report.seconds if report.seconds > 0 else 0.0
+    parts = [
+        f"indexed {report.indexed}",
+        f"unchanged {report.unchanged}",
+        f"moved {report.moved}",
+        f"removed {report.removed}",
+        f"skipped {report.skipped}",
+    ]
+    line = ", ".join(parts) + f" in {report.seconds:.1f} s"
+    if report.indexed:
+        line += f" ({rate:.1f} img/s)"
+    notes = [line]
+    for extra, count in sorted(report.missing_extras.items()):
+        notes.append(f"{count} {_kind(extra)} files skipped: install clipsearch[{extra}]")
+    if report.known_problems:
+        notes.append(
+            f"{report.known_problems} files that failed before were not retried "
+            "(see clipsearch status --errors)"
+        )
+    if report.raw_paired:
+        notes.append(f"{report.raw_paired} RAW files left out beside their JPEG/HEIC (--raw-too)")
+    if report.videos:
+        notes.append(f"{report.videos} videos ignored (video search is not supported yet)")
+    if report.interrupted:
+        notes.append("interrupted: what was embedded so far is saved; run again to continue")
+    return "\n".join(notes)
+
+
+def _kind(extra: str) -> str:
+    return {"heif": "HEIC/HEIF/AVIF", "raw": "camera RAW"}.get(extra, extra)
+
+
+def print_status(status: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key in ("library", "images", "model", "pretrained", "dim", "index_type", "errors"):
+        table.add_row(key, safe_for_terminal(str(status[key])))
+    table.add_row("size", _bytes(status["size_bytes"]))
+    table.add_row("updated", str(status["updated"] or "never"))
+    roots = status["roots"] or ["(none)"]
+    for i, root in enumerate(roots):
+        table.add_row("roots" if i == 0 else "", safe_for_terminal(root))
+    Console().print(table)
+
+
+def print_errors(errors: list[dict]) -> None:
+    for e in errors:
+        sys.stdout.write(f"{safe_for_terminal(e['path'])}: {e['reason']}\n")
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GiB"

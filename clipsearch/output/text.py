@@ -1,0 +1,118 @@
+"""Printing results the way shells expect: a table for people, bare paths for pipes.
+
+Paths go to pipes byte-for-byte (so `xargs` gets the real file name); anything shown on a
+terminal has control characters made visible, so a hostile file name cannot drive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from ..results import Hit
+
+
+def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
+    if json_out:
+        return "json"
+    if jsonl:
+        return "jsonl"
+    if null:
+        return "null"
+    return "table" if is_tty else "plain"
+
+
+def safe_for_terminal(text: str) -> str:
+    """Escape what a terminal would act on or cannot show: control and format characters
+    (ESC, BEL, newlines, bidi overrides...) and bytes that were not valid UTF-8."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def hit_record(hit: Hit) -> dict:
+    return {"path": hit.path, "score": round(hit.score, 6), "rank": hit.rank}
+
+
+def write_hits(hits: Sequence[Hit], mode: str, out: BinaryIO | None = None) -> None:
+    out = out or sys.stdout.buffer
+    if mode == "table":
+        _table(hits)
+    elif mode == "json":
+        write_json([hit_record(h) for h in hits], out)
+    elif mode == "jsonl":
+        write_json_lines([hit_record(h) for h in hits], out)
+    else:
+        end = b"\0" if mode == "null" else b"\n"
+        out.write(b"".join(os.fsencode(h.path) + end for h in hits))
+    out.flush()
+
+
+def _table(hits: Sequence[Hit]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(safe_for_terminal(hit.path)))
+    Console().print(table)
+
+
+def group_record(group) -> dict:
+    """A duplicate group as JSON: its paths and the scores of the pairs inside it."""
+    return {
+        "best": round(group.best, 6),
+        "paths": group.paths,
+        "pairs": [
+            {"a": group.paths[i], "b": group.paths[j], "score": round(score, 6)}
+            for i, j, score in group.pairs
+        ],
+    }
+
+
+def write_groups(groups: Sequence, mode: str, out: BinaryIO | None = None) -> None:
+    """Groups as JSON, a table per group, or paths with a blank line (NUL) between groups."""
+    out = out or sys.stdout.buffer
+    if mode == "table":
+        _group_tables(groups)
+    elif mode in ("json", "jsonl"):
+        records = [group_record(g) for g in groups]
+        if mode == "json":
+            write_json(records, out)
+        else:
+            write_json_lines(records, out)
+    else:
+        end = b"\0" if mode == "null" else b"\n"
+        blocks = [b"".join(os.fsencode(p) + end for p in g.paths) for g in groups]
+        out.write(end.join(blocks))
+    out.flush()
+
+
+def _group_tables(groups: Sequence) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console()
+    for number, group in enumerate(groups, 1):
+        console.print(Text(f"group {number} · best {group.best:.3f}", style="bold"))
+        for path in group.paths:
+            console.print(Text("  " + safe_for_terminal(path)))
+
+
+def write_json_lines(records: Sequence[dict], out: BinaryIO | None = None) -> None:
+    out = out or sys.stdout.buffer
+    out.write(b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    out.flush()
+
+
+def write_json(value: object, out: BinaryIO | None = None) -> None:
+    out = out or sys.stdout.buffer
+    out.write(json.dumps(value, indent=2).encode() + b"\n")
+    out.flush()

@@ -1,0 +1,453 @@
+"""The library on disk: SQLite holds every file's metadata and vector; FAISS files are a cache.
+
+Why vectors live in SQLite too: a commit there is atomic, so "every indexed file has exactly
+one vector" holds after any crash.  The FAISS file for generation G is written only after
+generation G committed, under a name carrying G, so the pair can never silently disagree: a
+reader that finds no file for the current generation reconciles the newest older one with
+SQLite (or rebuilds from it) instead of trusting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ClipsearchError
+from ..model.spec import ModelSpec
+from .layout import Layout
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    seen REAL NOT NULL
+);
+"""
+
+
+def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    """Each table of a database and its columns, in creation order (read from SQLite itself,
+    so `repair` copies whatever SCHEMA holds without a second list to keep in step)."""
+    tables = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY rowid"
+    ).fetchall()
+    return {
+        name: tuple(row[1] for row in conn.execute(f"PRAGMA table_info({name})"))
+        for (name,) in tables
+    }
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the library knows of one indexed file."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+def encode_path(path: str) -> bytes:
+    """Paths are stored as bytes so names that are not valid UTF-8 survive."""
+    return os.fsencode(path)
+
+
+def decode_path(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+def prefix_range(directory: str) -> tuple[bytes, bytes]:
+    """Byte range [low, high) holding every path strictly below `directory`."""
+    low = encode_path(directory.rstrip(os.sep) + os.sep)
+    return low, low[:-1] + bytes([low[-1] + 1])
+
+
+class Store:
+    """One library directory; open with `Store.open`."""
+
+    def __init__(self, directory: Path, conn: sqlite3.Connection) -> None:
+        self.directory = directory
+        self.layout = Layout(directory)
+        self.conn = conn
+        self._vectors_changed = False
+
+    @classmethod
+    def open(cls, directory: Path, *, create: bool = False) -> Store:
+        directory = Path(directory)
+        db = Layout(directory).db
+        if not db.exists():
+            if not create:
+                raise ClipsearchError(
+                    f"no library at {directory}: run `clipsearch index DIR` first "
+                    "(or pass --library)"
+                )
+            _make_private_dir(directory)
+        try:
+            conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise explain(exc, db) from exc
+        store = cls(directory, conn)
+        store._check_version()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, **values: object) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, str(v)) for k, v in values.items()],
+        )
+
+    def model_spec(self) -> ModelSpec | None:
+        name, pretrained = self.meta("model"), self.meta("pretrained")
+        return ModelSpec(name, pretrained) if name and pretrained else None
+
+    def dim(self) -> int | None:
+        value = self.meta("dim")
+        return int(value) if value else None
+
+    def record_model(self, spec: ModelSpec, dim: int) -> None:
+        self.set_meta(model=spec.name, pretrained=spec.pretrained, dim=dim, created=time.time())
+
+    def generation(self) -> int:
+        return int(self.meta("generation", "0") or 0)
+
+    def _check_version(self) -> None:
+        found = int(self.meta("schema", str(SCHEMA_VERSION)) or SCHEMA_VERSION)
+        if found > SCHEMA_VERSION:
+            raise ClipsearchError(
+                f"the library at {self.directory} was written by a newer clipsearch "
+                f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
+                "upgrade clipsearch, or use another --library"
+            )
+        if self.meta("schema") is None:
+            self.set_meta(schema=SCHEMA_VERSION, writer=__version__)
+
+    # -- roots ----------------------------------------------------------------------------
+
+    def roots(self) -> list[str]:
+        rows = self.conn.execute("SELECT path FROM roots ORDER BY path")
+        return [decode_path(r[0]) for r in rows]
+
+    def add_root(self, path: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO roots(path, added) VALUES (?, ?)",
+            (encode_path(path), time.time()),
+        )
+
+    def forget_root(self, path: str) -> int:
+        """Drop a root and every file below it; returns how many files went."""
+        low, high = prefix_range(path)
+        cur = self.conn.execute(
+            "DELETE FROM files WHERE path >= ? AND path < ?", (low, high)
+        ).rowcount
+        self.conn.execute("DELETE FROM errors WHERE path >= ? AND path < ?", (low, high))
+        self.conn.execute("DELETE FROM roots WHERE path = ?", (encode_path(path),))
+        self._vectors_changed = self._vectors_changed or cur > 0
+        return cur
+
+    # -- files ----------------------------------------------------------------------------
+
+    def known_files(self, under: Sequence[str]) -> dict[str, Known]:
+        known: dict[str, Known] = {}
+        for root in under:
+            low, high = prefix_range(root)
+            rows = self.conn.execute(
+                "SELECT path, id, size, mtime_ns, fingerprint FROM files "
+                "WHERE path >= ? AND path < ?",
+                (low, high),
+            )
+            for path, *rest in rows:
+                known[decode_path(path)] = Known(*rest)
+        return known
+
+    def known_errors(self, under: Sequence[str] | None = None) -> dict[str, Skipped]:
+        if under is None:
+            rows = self.conn.execute("SELECT path, size, mtime_ns, reason FROM errors")
+            return {decode_path(r[0]): Skipped(decode_path(r[0]), *r[1:]) for r in rows}
+        found: dict[str, Skipped] = {}
+        for root in under:
+            low, high = prefix_range(root)
+            rows = self.conn.execute(
+                "SELECT path, size, mtime_ns, reason FROM errors WHERE path >= ? AND path < ?",
+                (low, high),
+            )
+            found.update({decode_path(r[0]): Skipped(decode_path(r[0]), *r[1:]) for r in rows})
+        return found
+
+    def add(
+        self, path: str, size: int, mtime_ns: int, fingerprint: str, vector: np.ndarray
+    ) -> None:
+        """Store a freshly embedded file; a new row (new id) replaces any older version."""
+        raw = encode_path(path)
+        self.conn.execute("DELETE FROM files WHERE path = ?", (raw,))
+        self.conn.execute("DELETE FROM errors WHERE path = ?", (raw,))
+        self.conn.execute(
+            "INSERT INTO files(path, size, mtime_ns, fingerprint, vector) VALUES (?, ?, ?, ?, ?)",
+            (raw, size, mtime_ns, fingerprint, np.asarray(vector, dtype=np.float32).tobytes()),
+        )
+        self._vectors_changed = True
+
+    def add_new(self, rows: Iterable[tuple[str, int, int, str, np.ndarray]]) -> None:
+        """Bulk insert of files known not to be in the library yet (benchmarks, imports)."""
+        self.conn.executemany(
+            "INSERT INTO files(path, size, mtime_ns, fingerprint, vector) VALUES (?, ?, ?, ?, ?)",
+            (
+                (encode_path(p), size, mtime, mark, np.asarray(v, np.float32).tobytes())
+                for p, size, mtime, mark, v in rows
+            ),
+        )
+        self._vectors_changed = True
+
+    def move(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        """A renamed or moved file keeps its id and vector."""
+        self.conn.execute(
+            "UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+            (encode_path(new_path), size, mtime_ns, file_id),
+        )
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        self.conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
+        self._vectors_changed = self._vectors_changed or bool(ids)
+
+    def remove_errors(self, paths: Iterable[str]) -> None:
+        self.conn.executemany(
+            "DELETE FROM errors WHERE path = ?", [(encode_path(p),) for p in paths]
+        )
+
+    def drop_file(self, path: str) -> None:
+        """Forget the indexed version of a file that changed into something unreadable."""
+        gone = self.conn.execute("DELETE FROM files WHERE path = ?", (encode_path(path),))
+        self._vectors_changed = self._vectors_changed or gone.rowcount > 0
+
+    def record_error(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO errors(path, size, mtime_ns, reason, seen) VALUES (?,?,?,?,?)",
+            (encode_path(path), size, mtime_ns, reason, time.time()),
+        )
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Commit, moving to a new generation when vectors changed.
+
+        A no-op outside a transaction: after a Ctrl-C between a commit and the next begin,
+        or after SQLite rolled back by itself (disk full), there is nothing left to commit.
+        """
+        if not self.conn.in_transaction:
+            self._vectors_changed = False
+            return
+        if self._vectors_changed:
+            self.set_meta(generation=self.generation() + 1)
+            self._vectors_changed = False
+        self.set_meta(updated=time.time())
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._vectors_changed = False
+
+    def snapshot(self) -> _Snapshot:
+        """A read transaction: everything read inside sees one committed state."""
+        return _Snapshot(self.conn)
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Turn a failed write (disk full, read-only folder) into a message and roll back:
+        the library keeps everything committed before."""
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+            raise explain(exc, self.directory) from exc
+
+    # -- reading vectors ------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        """Cheaper than count() == 0 on a large library."""
+        return self.conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def id_summary(self) -> tuple[int, int]:
+        """(count, sum) of the file ids: a cheap check that a vector index holds the same ids."""
+        row = self.conn.execute("SELECT count(*), coalesce(sum(id), 0) FROM files").fetchone()
+        return row[0], row[1]
+
+    def drop_wrong_size_vectors(self) -> int:
+        """Delete files whose stored vector does not have the library's dimension."""
+        dim = self.dim()
+        if dim is None:
+            return 0
+        cur = self.conn.execute("DELETE FROM files WHERE length(vector) != ?", (4 * dim,))
+        self._vectors_changed = self._vectors_changed or cur.rowcount > 0
+        return cur.rowcount
+
+    def ids(self) -> np.ndarray:
+        rows = self.conn.execute("SELECT id FROM files ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors(self, ids: np.ndarray | None = None, chunk: int = 20_000) -> Iterator[tuple]:
+        """Yield (ids, vectors) chunks, all of them or those asked for."""
+        dim = self.dim() or 0
+        if ids is None:
+            cursor = self.conn.execute("SELECT id, vector FROM files ORDER BY id")
+            while rows := cursor.fetchmany(chunk):
+                yield _unpack(rows, dim)
+            return
+        for start in range(0, len(ids), chunk):
+            part = [int(i) for i in ids[start : start + chunk]]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT id, vector FROM files WHERE id IN ({marks})", part
+            ).fetchall()
+            yield _unpack(rows, dim)
+
+    def all_vectors(self, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every file, or of those asked for, as two whole arrays."""
+        chunks = list(self.vectors(ids))
+        if not chunks:
+            return np.empty(0, np.int64), np.empty((0, self.dim() or 0), np.float32)
+        found = np.concatenate([c[0] for c in chunks])
+        return found, np.ascontiguousarray(np.concatenate([c[1] for c in chunks]))
+
+    def ids_under(self, directory: str) -> np.ndarray:
+        low, high = prefix_range(directory)
+        rows = self.conn.execute(
+            "SELECT id FROM files WHERE path >= ? AND path < ?", (low, high)
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT id, path FROM files WHERE id IN ({marks})", ids)
+        return {i: decode_path(p) for i, p in rows}
+
+    def vector_of(self, path: str, size: int, mtime_ns: int) -> np.ndarray | None:
+        """The stored vector of a file, if this exact version is indexed."""
+        row = self.conn.execute(
+            "SELECT vector FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (encode_path(path), size, mtime_ns),
+        ).fetchone()
+        if row is None:
+            return None
+        if len(row[0]) != 4 * (self.dim() or 0):
+            raise ClipsearchError(WRONG_SIZE)
+        return np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+
+class _Snapshot:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute("COMMIT")
+
+
+def explain(exc: Exception, where: Path | None = None) -> ClipsearchError:
+    """What a failed database or file operation means to the user, and the way out."""
+    name = getattr(exc, "sqlite_errorname", "")
+    place = f" at {where}" if where else ""
+    if isinstance(exc, OSError) or name.startswith(("SQLITE_FULL", "SQLITE_READONLY")):
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ClipsearchError(
+            f"could not save the library{place} ({reason}); it still holds everything saved "
+            "before: free some disk space or make the folder writable, then try again"
+        )
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return ClipsearchError(
+            f"cannot use the library database{place} ({exc}): check the disk and the folder's "
+            "permissions"
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ClipsearchError(
+            f"the library{place} stayed locked by another process ({exc}): try again later"
+        )
+    return ClipsearchError(
+        f"the library database{place} is damaged ({exc}): run `clipsearch repair`, "
+        "or delete the library folder and index again"
+    )
+
+
+WRONG_SIZE = (
+    "the library database holds vectors of the wrong size (it is damaged): "
+    "run `clipsearch repair`, then `clipsearch index` to embed the dropped photos again"
+)
+
+
+def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if any(len(r[1]) != 4 * dim for r in rows):
+        raise ClipsearchError(WRONG_SIZE)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    blob = b"".join(r[1] for r in rows)
+    return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create the library folder readable by its owner only (photos say a lot about people)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+    except OSError as exc:
+        raise ClipsearchError(
+            f"cannot create the library folder {directory}: {exc.strerror}; "
+            "choose another with --library or $CLIPSEARCH_HOME"
+        ) from exc

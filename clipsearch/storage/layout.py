@@ -1,0 +1,94 @@
+"""Where a library lives, and the name of every file inside its folder.
+
+Only this module knows these names; everything else asks it (as pipx's `paths.py` does).
+
+| name                          | what                                                      |
+| ----------------------------- | --------------------------------------------------------- |
+| `library.db`                  | SQLite: roots, files, their vectors, errors, the model     |
+| `vectors-<generation>.faiss`  | the FAISS index, a cache of the vectors in `library.db`   |
+| `text/`, `image/`             | the model's towers exported for torch-free queries        |
+| `thumbnails/`, `galleries/`   | thumbnails (one per file version) and HTML pages          |
+| `write.lock`                  | one writer at a time; readers never wait                  |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_NAME = "library.db"
+HOME_ENV = "CLIPSEARCH_HOME"
+_INDEX_GLOB = "vectors-*.faiss"
+_INDEX_TEMP_GLOB = ".vectors-*.tmp"  # what an interrupted atomic save leaves behind
+_GENERATION = re.compile(r"vectors-(\d+)\.faiss$")
+
+
+def default_home() -> Path:
+    """$CLIPSEARCH_HOME, else the XDG data folder (~/.local/share/clipsearch)."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(xdg) / "clipsearch"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of the library in `directory`."""
+
+    directory: Path
+
+    @property
+    def db(self) -> Path:
+        return self.directory / DB_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.directory / "write.lock"
+
+    @property
+    def text_export(self) -> Path:
+        return self.directory / "text"
+
+    @property
+    def image_export(self) -> Path:
+        return self.directory / "image"
+
+    @property
+    def thumbnails(self) -> Path:
+        return self.directory / "thumbnails"
+
+    @property
+    def galleries(self) -> Path:
+        return self.directory / "galleries"
+
+    def index_file(self, generation: int) -> Path:
+        """The FAISS file mirroring what SQLite held when `generation` committed."""
+        return self.directory / f"vectors-{generation}.faiss"
+
+    def index_files(self) -> list[tuple[int, Path]]:
+        """Every FAISS file present, with its generation, newest first."""
+        found = []
+        for path in self.directory.glob(_INDEX_GLOB):
+            match = _GENERATION.search(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def index_leftovers(self) -> list[Path]:
+        """Temporary FAISS files that a killed save left behind."""
+        return list(self.directory.glob(_INDEX_TEMP_GLOB))
+
+    @property
+    def salvage(self) -> Path:
+        """Where `repair` builds a fresh database before swapping it in."""
+        return self.directory / f"{DB_NAME}.salvage"
+
+    def damaged_backup(self, stamp: str) -> Path:
+        """Where `repair` keeps a damaged database it replaced."""
+        return self.directory / f"{DB_NAME}.damaged-{stamp}"
+
+    def wal_files(self, db: Path) -> list[Path]:
+        """SQLite's write-ahead log and shared-memory files beside `db`."""
+        return [Path(f"{db}{suffix}") for suffix in ("-wal", "-shm")]

@@ -1,0 +1,235 @@
+"""`clipsearch repair`: make a damaged library usable again, keeping all that can be kept.
+
+SQLite is the source of truth, so repair starts there: an integrity check, and when that
+fails every row that can still be read goes into a fresh database (the damaged file is kept
+beside it, untouched: it is read through a read-only connection, which never checkpoints).
+Then rows whose vector has the wrong size go, and the FAISS file is rebuilt from SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import ClipsearchError
+from ..fsutil import fsync_path
+from .db import SCHEMA, SCHEMA_VERSION, Store, explain, table_columns
+from .layout import Layout
+from .lock import write_lock
+from .vectorfile import rebuild_index
+
+_FIRST_ROWID, _LAST_ROWID = -(2**63), 2**63 - 1
+
+
+def repair_library(
+    directory: Path, *, wait: bool = True, on_wait: Callable[[str], None] | None = None
+) -> list[str]:
+    """Repair the library in place under the write lock; returns one line per thing done."""
+    directory = Path(directory)
+    db = Layout(directory).db
+    if not db.exists():
+        raise ClipsearchError(f"no library at {directory}: nothing to repair")
+    try:
+        with write_lock(directory, wait=wait, on_wait=on_wait):
+            done = ["the database passed its integrity check"] if _healthy(db) else _salvage(db)
+            store = Store.open(directory)
+            try:
+                done += _fix_vector_sizes(store)
+                done.append(f"rebuilt the vector index from {rebuild_index(store)} photos")
+            finally:
+                store.close()
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise explain(exc, directory) from exc
+    return done
+
+
+def _healthy(db: Path) -> bool:
+    try:
+        conn = _read_only(db)
+        try:
+            return conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _read_only(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(os.fspath(db))}?mode=ro", uri=True)
+
+
+# -- salvage ------------------------------------------------------------------------------
+
+
+def _salvage(db: Path) -> list[str]:
+    """Copy what can be read into a fresh database, keep the damaged one, swap them."""
+    fresh = Layout(db.parent).salvage
+    fresh.unlink(missing_ok=True)
+    try:
+        counts, notes = _copy_readable(db, fresh)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        raise
+    backup = _set_aside(db)
+    os.replace(fresh, db)
+    fsync_path(db.parent)
+    if not any(counts.values()):
+        return [
+            f"the database was damaged beyond recovery (kept as {backup.name}); "
+            "started an empty one: index your folders again"
+        ]
+    return [
+        f"the database was damaged (kept as {backup.name}); recovered {counts['files']} "
+        f"photos, {counts['roots']} folders and {counts['errors']} skipped-file notes "
+        "into a fresh one; run `clipsearch index` to embed any photos that were lost",
+        *notes,
+    ]
+
+
+def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
+    old = _read_only(db)
+    new = sqlite3.connect(fresh, isolation_level=None)
+    try:
+        new.executescript(SCHEMA)
+        new.execute("BEGIN")
+        counts = {t: _copy_table(old, new, t, cols) for t, cols in table_columns(new).items()}
+        notes = _settle_meta(new)
+        new.execute("COMMIT")
+    finally:
+        old.close()
+        new.close()
+    return counts, notes
+
+
+def _copy_table(
+    old: sqlite3.Connection, new: sqlite3.Connection, table: str, columns: tuple[str, ...]
+) -> int:
+    """Every column, so a recovered row is the row it was."""
+    select = f"SELECT rowid, {', '.join(columns)} FROM {table} WHERE rowid > ? ORDER BY rowid"
+    insert = (
+        f"INSERT OR IGNORE INTO {table}({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+    return sum(new.execute(insert, row).rowcount for row in _readable_rows(old, select))
+
+
+def _readable_rows(conn: sqlite3.Connection, select: str) -> Iterator[tuple]:
+    """Every row that can still be read, in rowid order.  Past a damaged page, go on from the
+    first rowid that can be reached again, so only the rows stored there are lost."""
+    after: int | None = _FIRST_ROWID
+    while after is not None:
+        try:
+            for rowid, *row in conn.execute(select, (after,)):
+                after = rowid
+                yield tuple(row)
+            return
+        except sqlite3.DatabaseError:
+            pass
+        # A cursor fails while stepping past the row it is about to return, so that row is
+        # read again on its own before the damage is skipped.
+        try:
+            found = _next_row(conn, select, after)
+        except sqlite3.DatabaseError:
+            after = _next_readable(conn, select, after)
+            continue
+        if found is None:
+            return
+        after = found[0]
+        yield found[1:]
+
+
+def _next_row(conn: sqlite3.Connection, select: str, after: int) -> tuple | None:
+    """The first row past `after` alone (None at the end); raises if it cannot be read."""
+    return conn.execute(select + " LIMIT 1", (after,)).fetchone()
+
+
+def _next_readable(conn: sqlite3.Connection, select: str, after: int) -> int | None:
+    """A new `after` past the damage, losing no readable row (None: nothing more can be
+    read): exponential steps find a rowid that reads again, bisection the first such."""
+    step = 1
+    while not _readable_from(conn, select, after + step):
+        step *= 2
+        if after + step > _LAST_ROWID:
+            return None
+    low, high = after + step // 2, after + step  # reading from low fails, from high works
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _readable_from(conn, select, middle):
+            high = middle
+        else:
+            low = middle
+    return high - 1
+
+
+def _readable_from(conn: sqlite3.Connection, select: str, rowid: int) -> bool:
+    try:
+        _next_row(conn, select, rowid - 1)
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
+def _settle_meta(new: sqlite3.Connection) -> list[str]:
+    """Refuse a newer format, move past every old FAISS file, and drop vectors whose model
+    is no longer known (they could never be compared with a query)."""
+    meta = dict(new.execute("SELECT key, value FROM meta"))
+    if int(meta.get("schema", SCHEMA_VERSION)) > SCHEMA_VERSION:
+        raise ClipsearchError(
+            "this library was written by a newer clipsearch: repair it with that version"
+        )
+    generation = int(meta.get("generation", 0)) + 1
+    new.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('generation', ?)", (generation,))
+    if "dim" in meta and "model" in meta:
+        return []
+    lost = new.execute("DELETE FROM files").rowcount
+    if not lost:
+        return []
+    return [
+        f"which model built the library could not be recovered, so its {lost} photos were "
+        "dropped: index your folders again"
+    ]
+
+
+def _set_aside(db: Path) -> Path:
+    """Keep the damaged file, and its write-ahead log which must not meet the fresh one."""
+    layout = Layout(db.parent)
+    backup = layout.damaged_backup(time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        os.link(db, backup)
+    except OSError:
+        shutil.copy2(db, backup)
+    for side, kept in zip(layout.wal_files(db), layout.wal_files(backup), strict=True):
+        if side.exists():
+            os.replace(side, kept)
+    return backup
+
+
+# -- vectors ------------------------------------------------------------------------------
+
+
+def _fix_vector_sizes(store: Store) -> list[str]:
+    """Drop vectors of the wrong size; if none has the recorded size but one size holds
+    most of them, the record is what is wrong."""
+    dim = store.dim()
+    if dim is None:
+        return []
+    sizes = dict(store.conn.execute("SELECT length(vector), count(*) FROM files GROUP BY 1"))
+    notes = []
+    common = max(sizes, key=sizes.__getitem__, default=4 * dim)
+    if 4 * dim not in sizes and common % 4 == 0:
+        store.set_meta(dim=common // 4)
+        notes.append(f"the recorded vector size ({dim}) matched no photo; set it to {common // 4}")
+    store.begin()
+    dropped = store.drop_wrong_size_vectors()
+    store.commit()
+    if dropped:
+        notes.append(
+            f"dropped {dropped} photos whose stored vector had the wrong size; "
+            "`clipsearch index` embeds them again"
+        )
+    return notes
