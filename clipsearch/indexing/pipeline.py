@@ -11,25 +11,14 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, os_reason
+from ..model.base import ImageEncoder
 from .scan import FoundFile, fingerprint
 
 DISAPPEARED = "file disappeared while indexing"
-
-
-class ImageEncoder(Protocol):
-    """What the pipeline needs of an encoder: its preprocessing and a batch forward pass."""
-
-    device: str
-    image_size: int
-
-    def preprocess(self, image): ...
-
-    def encode_images(self, batch) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -93,9 +82,8 @@ class PhotoDataset:
 
 
 def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return DISAPPEARED
-    return exc.strerror or exc.__class__.__name__
+    """A vanished file gets its own reason: the next scan drops it, so it needs no note."""
+    return DISAPPEARED if isinstance(exc, FileNotFoundError) else os_reason(exc)
 
 
 def _collate(items: list[Decoded]) -> tuple[object | None, list[Decoded]]:

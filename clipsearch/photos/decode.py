@@ -20,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import ExifTags, Image
 
-from ..errors import ImageError
+from ..errors import ImageError, os_reason
 from . import formats
 
 # Our max_pixels check (run on the header size before any pixel is decoded) replaces Pillow's
@@ -139,7 +139,7 @@ def _check_regular_file(path: str) -> None:
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise ImageError(_os_reason(exc)) from None
+        raise ImageError(os_reason(exc)) from None
     if not stat.S_ISREG(info.st_mode):
         raise ImageError("not a regular file")
     if info.st_size == 0:
@@ -152,7 +152,7 @@ def _opened(path: str) -> Iterator[IO[bytes]]:
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below, after the caller is done
     except OSError as exc:
-        raise ImageError(_os_reason(exc)) from None
+        raise ImageError(os_reason(exc)) from None
     with fp:
         yield fp
 
@@ -455,20 +455,10 @@ def _raw_preview(
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "file not found"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, IsADirectoryError):
-        return "not a regular file"
-    return f"cannot read file: {exc.strerror or exc}"
-
-
 def _reason(exc: Exception) -> str:
     """A one-line reason for a decoder's exception, without Pillow's file-object reprs."""
     if isinstance(exc, OSError) and exc.errno is not None:
-        return _os_reason(exc)
+        return os_reason(exc)
     text = str(exc).splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
     return f"cannot decode image: {text[:120]}"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from ..errors import ClipsearchError, ImageError
+from ..fsutil import replace_atomically
 from .decode import default_max_pixels, load_image
 
 THUMB_SIDE = 256
@@ -53,15 +53,11 @@ class ThumbnailCache:
         return thumb
 
     def _store(self, image: Image.Image, thumb: Path) -> None:
-        """Write atomically so a crash or a concurrent run never leaves a truncated JPEG."""
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                image.save(fh, format="JPEG", quality=JPEG_QUALITY)
-            os.replace(tmp, thumb)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write atomically so a crash or a concurrent run never leaves a truncated JPEG; no
+        fsync, as a thumbnail lost to a power cut is simply made again."""
+        replace_atomically(
+            thumb, lambda tmp: image.save(tmp, format="JPEG", quality=JPEG_QUALITY), durable=False
+        )
 
 
 def _version_key(path: str, size: int, mtime_ns: int) -> str:
