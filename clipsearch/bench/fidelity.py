@@ -1,7 +1,7 @@
 """How closely a fast (draft) decode matches a full one, measured after the model's preprocessing.
 
-Kept apart from `imaging` so decoding never imports torch; the benchmark and tests use it to
-check that shrinking JPEGs in the DCT domain does not change what the model sees.
+Kept apart from `photos.decode` so decoding never imports torch; the benchmark and tests use it
+to check that shrinking JPEGs in the DCT domain does not change what the model sees.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Torch-free CLIP text tower, so a cold `clipsearch query` never pays for importing torch.
 
-`export_text_encoder` runs once where torch is loaded anyway (library create/open) and writes the
-text tower of a standard open_clip model to a directory: raw float32 weights in one mmap-able
-file with an offset table, the BPE merges and a small JSON config.  `FastTextEncoder` replays
-open_clip's tokenizer and text transformer in numpy from that directory.  Only models whose text
-side we reproduce exactly are exported; everything else returns False so the caller keeps torch.
+`export_text_encoder` runs once where torch is loaded anyway (the factory's export step) and
+writes the text tower of a standard open_clip model to a directory: raw float32 weights in one
+mmap-able file with an offset table, the BPE merges and a small JSON config.
+`FastTextEncoder` replays open_clip's tokenizer and text transformer in numpy from that
+directory.  Only models whose text side we reproduce exactly are exported; everything else
+returns False so the caller keeps torch.
 """
 
 from __future__ import annotations

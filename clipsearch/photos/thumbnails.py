@@ -27,7 +27,7 @@ class ThumbnailCache:
     def __init__(self, cache_dir: Path | str, *, side: int = THUMB_SIDE) -> None:
         self.cache_dir = Path(cache_dir).absolute()
         self.side = side
-        # Pillow's own bomb check is off (imaging.py), so bound what one thumbnail may decode.
+        # Pillow's own bomb check is off (decode.py), so bound what one thumbnail may decode.
         self.max_pixels = default_max_pixels()
         try:
             # User-only: thumbnails reveal what the photos show.
