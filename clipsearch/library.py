@@ -8,6 +8,7 @@ factory picks → vector index → hits.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -194,13 +195,17 @@ class Library:
         min_score: float | None = None,
         within: os.PathLike | str | None = None,
         exact: bool = False,
+        vectors: Sequence[tuple[float, np.ndarray]] = (),
     ) -> list[Hit]:
-        """Best matches for the combined query terms, best first."""
+        """Best matches for the combined query terms, best first.
+
+        `vectors` are extra (weight, unit vector) terms, e.g. from `embed_image_data`; with
+        them the text and path terms may be left out."""
         _check_top(top)
-        parsed = parse_terms(terms, add, sub)
+        parsed = parse_terms(terms, add, sub) if terms or add or sub or not vectors else []
         if self.store.is_empty():
             return []
-        vector = combine(parsed, self.embed_term)
+        vector = combine(parsed, self.embed_term, vectors)
         return self.search_vector(vector, top, min_score, within, exact)
 
     def similar(self, image: str, *, top: int = 10, min_score=None, within=None) -> list[Hit]:
@@ -289,6 +294,52 @@ class Library:
         except ImageError as exc:
             raise ClipsearchError(f"cannot read image {path}: {exc}") from exc
         return encode_image(encoder, image)
+
+    def embed_image_data(self, data: bytes) -> np.ndarray:
+        """A photo held in memory (one dropped on `clipsearch serve`'s page): decoded and
+        embedded without ever being written to disk."""
+        from .photos.decode import default_max_pixels, load_image_data
+
+        encoder = self.encoders.get(IMAGE)
+        try:
+            image = load_image_data(
+                data, min_side=encoder.image_size, max_pixels=default_max_pixels()
+            )
+        except ImageError as exc:
+            raise ClipsearchError(f"cannot read that image: {exc}") from exc
+        return encode_image(encoder, image)
+
+    # -- photos by id ---------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Moves on with every commit that changes vectors: a cache key for derived views."""
+        return self.store.generation()
+
+    def roots(self) -> list[str]:
+        """The folders indexed so far."""
+        return self.store.roots()
+
+    def photo_ids(self, paths: Sequence[str]) -> dict[str, int]:
+        """The library ids of the indexed `paths` (others are left out).  Ids name photos
+        where a path must not be trusted, such as URLs of `clipsearch serve`."""
+        return self.store.ids_for(list(paths))
+
+    def indexed_path(self, photo_id: int) -> str | None:
+        """The path of photo `photo_id`, if a regular file there is still the version that
+        was indexed (same size and mtime); else None.  A file swapped for a symlink to
+        something else, edited or removed since is not handed out under the old id."""
+        found = self.store.file_of(photo_id)
+        if found is None:
+            return None
+        path, size, mtime_ns = found
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            return None
+        return path
 
     # -- reporting ------------------------------------------------------------------------
 

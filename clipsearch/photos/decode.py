@@ -121,6 +121,28 @@ def load_image(
         raise ImageError(_reason(exc)) from exc
 
 
+def load_image_data(
+    data: bytes, *, min_side: int | None = None, max_pixels: int | None = None
+) -> Image.Image:
+    """`load_image` for a photo held in memory (one dropped on a web page), never written to
+    disk.  Any format Pillow opens, and HEIC/AVIF; camera RAW needs a file name and is refused."""
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if data[4:8] == b"ftyp":  # ISO media: HEIC/HEIF or AVIF
+                _enable_heif(".heic")
+            with _open_pillow(io.BytesIO(data)) as im:
+                return _decode(im, min_side, max_pixels)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("not enough memory to decode") from None
+    except Exception as exc:
+        raise ImageError(_reason(exc)) from exc
+
+
 def default_max_pixels() -> int:
     """A pixel limit under which one decoded RGB image takes at most ~1/8 of available memory.
 

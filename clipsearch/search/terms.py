@@ -71,9 +71,14 @@ def _negate(term: Term) -> Term:
     return Term(-term.weight, term.text, term.image)
 
 
-def combine(terms: Sequence[Term], embed: Callable[[Term], np.ndarray]) -> np.ndarray:
-    """Weighted sum of unit vectors, normalised back to the unit sphere."""
-    total = sum(t.weight * embed(t) for t in terms)
+def combine(
+    terms: Sequence[Term],
+    embed: Callable[[Term], np.ndarray],
+    vectors: Sequence[tuple[float, np.ndarray]] = (),
+) -> np.ndarray:
+    """Weighted sum of unit vectors (the terms' and any given as (weight, vector) pairs, such
+    as a photo embedded in memory), normalised back to the unit sphere."""
+    total = sum(t.weight * embed(t) for t in terms) + sum(w * v for w, v in vectors)
     norm = float(np.linalg.norm(total))
     if norm < 1e-9:
         raise ClipsearchError("the query terms cancel each other out: change the weights")

@@ -375,6 +375,23 @@ class Store:
         rows = self.conn.execute(f"SELECT id, path FROM files WHERE id IN ({marks})", ids)
         return {i: decode_path(p) for i, p in rows}
 
+    def ids_for(self, paths: Sequence[str]) -> dict[str, int]:
+        """Ids of the indexed `paths`; paths not in the library are left out."""
+        found: dict[str, int] = {}
+        for start in range(0, len(paths), 500):  # SQLite caps the number of ? marks
+            part = [encode_path(p) for p in paths[start : start + 500]]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(f"SELECT path, id FROM files WHERE path IN ({marks})", part)
+            found.update((decode_path(p), i) for p, i in rows)
+        return found
+
+    def file_of(self, file_id: int) -> tuple[str, int, int] | None:
+        """(path, size, mtime_ns) of the file with this id, if there is one."""
+        row = self.conn.execute(
+            "SELECT path, size, mtime_ns FROM files WHERE id = ?", (file_id,)
+        ).fetchone()
+        return (decode_path(row[0]), row[1], row[2]) if row else None
+
     def vector_of(self, path: str, size: int, mtime_ns: int) -> np.ndarray | None:
         """The stored vector of a file, if this exact version is indexed."""
         row = self.conn.execute(
