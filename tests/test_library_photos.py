@@ -43,6 +43,7 @@ def test_ids_name_indexed_photos_only(library):
         assert lib.indexed_path(max(ids.values()) + 1000) is None
         assert lib.indexed_path(-1) is None
         assert lib.photo_ids([]) == {}
+        assert lib.roots() == [str(photos)]
 
 
 def test_a_changed_or_swapped_file_is_not_handed_out(tmp_path, tiny_checkpoint):
@@ -50,7 +51,9 @@ def test_a_changed_or_swapped_file_is_not_handed_out(tmp_path, tiny_checkpoint):
     for seed in range(3):
         save_photo(photos / f"p{seed}.jpg", seed=seed)
     secret = save_photo(tmp_path / "secret.jpg", seed=9)
-    with Library.open(tmp_path / "lib", model=TINY, pretrained=str(tiny_checkpoint), create=True) as lib:
+    with Library.open(
+        tmp_path / "lib", model=TINY, pretrained=str(tiny_checkpoint), create=True
+    ) as lib:
         lib.index([photos])
         ids = lib.photo_ids([str(photos / f"p{seed}.jpg") for seed in range(3)])
         edited, swapped, removed = (ids[str(photos / f"p{seed}.jpg")] for seed in range(3))
@@ -67,7 +70,9 @@ def test_a_changed_or_swapped_file_is_not_handed_out(tmp_path, tiny_checkpoint):
 def test_generation_moves_with_commits(tmp_path, tiny_checkpoint):
     photos = tmp_path / "Photos"
     save_photo(photos / "a.jpg", seed=1)
-    with Library.open(tmp_path / "lib", model=TINY, pretrained=str(tiny_checkpoint), create=True) as lib:
+    with Library.open(
+        tmp_path / "lib", model=TINY, pretrained=str(tiny_checkpoint), create=True
+    ) as lib:
         lib.index([photos])
         first = lib.generation
         lib.search("x")
@@ -92,7 +97,9 @@ def test_an_in_memory_photo_matches_its_indexed_copy(library):
 def test_the_torch_encoder_embeds_in_memory_photos_too(tmp_path, tiny_checkpoint):
     photos = tmp_path / "Photos"
     save_photo(photos / "p.jpg", seed=4)
-    with Library.open(tmp_path / "lib", model=TINY, pretrained=str(tiny_checkpoint), create=True) as lib:
+    with Library.open(
+        tmp_path / "lib", model=TINY, pretrained=str(tiny_checkpoint), create=True
+    ) as lib:
         lib.index([photos])  # loads the torch model, which then answers
         vector = lib.embed_image_data(jpeg_bytes(4))
         assert vector.dtype == np.float32

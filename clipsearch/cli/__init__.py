@@ -1,6 +1,6 @@
 """The `clipsearch` command: a thin typer layer over `clipsearch.library.Library`.
 
-One module per command group (index, search, dupes, manage, bench); this one builds the app,
+One module per command group (index, search, dupes, manage, serve, bench); this one builds the app,
 and turns every user-facing error into one stderr line and a grep-like exit status (0 results,
 1 none, 2 error), in one place.
 """
@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, ClipsearchError, warn
-from . import bench, dupes, index, manage, search
+from . import bench, dupes, index, manage, search, serve
 
 # typer vendors click privately and exports only BadParameter; its base class is the
 # UsageError that every command-line parsing error raises.
@@ -99,6 +99,7 @@ app.command()(dupes.dupes)
 app.command()(manage.status)
 app.command()(manage.forget)
 app.command()(manage.repair)
+app.command()(serve.serve)
 bench_app = typer.Typer(
     no_args_is_help=True, help="Measure indexing and search speed on this machine"
 )
