@@ -128,6 +128,7 @@ def document(title: str, body: str, *, active: str) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         f"<title>{esc(title)}</title>"
+        '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/app.css">'
         '<script src="/static/app.js" defer></script></head>\n'
         f'<body data-view="{esc(active)}"><header class="top"><a class="brand" href="/">'
@@ -248,9 +249,14 @@ def card(c: Card, *, lead: str = "", kind: str = "") -> str:
         )
         data = f' data-id="{c.photo_id}"'
     score = f' data-score="{c.score:.3f}"' if c.score is not None else ""
-    links = (("more", c.more_url, "More like this"), ("less", c.less_url, "Less like this"))
+    links = (
+        ("more", c.more_url, "More like this", "Add this photo to the query"),
+        ("less", c.less_url, "Less", "Less like this: subtract this photo from the query"),
+    )
     actions = "".join(
-        f'<a class="{cls}" href="{esc(to)}">{text}</a>' for cls, to, text in links if to
+        f'<a class="{cls}" href="{esc(to)}" title="{tip}">{text}</a>'
+        for cls, to, text, tip in links
+        if to
     )
     return (
         f'<figure class="card{kind}"{data}{score} data-path="{esc(c.path)}">{picture}'

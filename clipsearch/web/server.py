@@ -57,18 +57,18 @@ def serve(
         raise
     token = secrets.token_urlsafe(32)
     link = f"http://{url_host(host)}:{sock.getsockname()[1]}/?token={token}"
-    sys.stdout.write(link + "\n")
-    sys.stdout.flush()
+    app = create_app(state, token=token, names=host_names(host))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     if not is_loopback(host):
         warn(
             f"listening on {host or 'every address'}, not only this machine: anyone who can "
-            "reach it and has the link above can see your photos"
+            "reach it and has the link can see your photos"
         )
-    if open_browser:
-        threading.Thread(target=webbrowser.open, args=(link,), daemon=True).start()
-    app = create_app(state, token=token, names=host_names(host))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server is stopped
+        sys.stdout.write(link + "\n")
+        sys.stdout.flush()
+        if open_browser:
+            threading.Thread(target=webbrowser.open, args=(link,), daemon=True).start()
         uvicorn.Server(config).run(sockets=[sock])
 
 
