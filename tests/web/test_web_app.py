@@ -20,8 +20,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from clipsearch.results import DupeGroup, Hit  # noqa: E402
 from clipsearch.library import Library  # noqa: E402
+from clipsearch.results import DupeGroup, Hit  # noqa: E402
 from clipsearch.storage.lock import write_lock  # noqa: E402
 from clipsearch.web import app as webapp  # noqa: E402
 from clipsearch.web import pages  # noqa: E402

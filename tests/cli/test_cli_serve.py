@@ -113,7 +113,7 @@ def test_without_the_extra_it_says_how_to_get_it(library):
         f"sys.argv = ['clipsearch', 'serve', '--no-open', '--library', {str(library)!r}]\n"
         "main()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, env=env, timeout=120
     )
@@ -135,7 +135,7 @@ def test_a_cold_query_loads_no_web_library(library):
         f"loaded = [m for m in {WEB_MODULES!r} if m in sys.modules]\n"
         "sys.stderr.write(f'loaded={loaded}\\n')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, env=env, timeout=120
     )

@@ -27,7 +27,7 @@ from clipsearch.library import Library
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 PHOTOS = 40
 CHROMIUM_FLAGS = [
