@@ -105,6 +105,7 @@ bench_app = typer.Typer(
 )
 bench_app.command("index")(bench.bench_index)
 bench_app.command("query")(bench.bench_query)
+bench_app.command("serve")(bench.bench_serve)
 app.add_typer(bench_app, name="bench", help="Measure indexing and search speed on this machine")
 
 

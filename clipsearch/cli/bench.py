@@ -1,4 +1,5 @@
-"""`clipsearch bench index` and `bench query`: measure this machine, print JSON or a table."""
+"""`clipsearch bench index`, `bench query` and `bench serve`: measure this machine, print JSON
+or a table."""
 
 from __future__ import annotations
 
@@ -64,3 +65,26 @@ def bench_query(
     else:
         for key, value in result.items():
             sys.stdout.write(f"{key:>16}  {value}\n")
+
+
+def bench_serve(
+    vectors: Annotated[
+        int, typer.Option(min=31, help="Synthetic library size (clustered vectors)")
+    ],
+    model: Annotated[str, typer.Option(help="Architecture whose towers answer")] = "ViT-B-32",
+    queries: Annotated[int, typer.Option(min=1, help="Distinct text queries to time")] = 50,
+    drops: Annotated[int, typer.Option(min=0, help="Dropped 12 MP photos to time")] = 5,
+    workdir: Annotated[Path | None, typer.Option(help="Build the library here")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Query time of a running `clipsearch serve` over HTTP (needs clipsearch[serve])."""
+    from ..bench.serve import run
+    from ..web.server import require_web_libraries
+
+    require_web_libraries()
+    result = run(vectors, model=model, queries=queries, drops=drops, workdir=workdir)
+    if json_out:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            sys.stdout.write(f"{key:>18}  {value}\n")

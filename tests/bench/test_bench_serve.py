@@ -1,0 +1,38 @@
+"""`clipsearch bench serve`: the output's shape and internal consistency (never its timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from clipsearch.cli import app
+
+pytest.importorskip("uvicorn")
+
+
+@pytest.mark.slow
+def test_bench_serve_reports_every_figure(tmp_path):
+    args = ["bench", "serve", "--vectors", "500", "--model", "clipsearch-tiny"]
+    result = CliRunner().invoke(
+        app, [*args, "--queries", "3", "--drops", "1", "--workdir", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)
+    times = ("first_query_ms", "query_ms", "query_p95_ms", "query_max_ms", "library_search_ms")
+    for key in (*times, "first_drop_ms", "drop_query_ms", "server_start_s", "server_rss_mb"):
+        assert isinstance(figures[key], float) and figures[key] > 0, key
+    assert figures["query_ms"] <= figures["query_p95_ms"] <= figures["query_max_ms"]
+    assert figures["http_overhead_ms"] == round(
+        figures["query_ms"] - figures["library_search_ms"], 2
+    )
+    assert figures["vectors"] == 500 and figures["model"] == "clipsearch-tiny"
+    assert figures["queries"] == 3 and figures["drops"] == 1
+    assert list(tmp_path.iterdir()) == []  # the synthetic library is cleaned up
+
+
+def test_bench_serve_refuses_a_library_smaller_than_a_page(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "serve", "--vectors", "10", "--json"])
+    assert result.exit_code == 2
+    assert "--vectors" in result.stderr and "31" in result.stderr
