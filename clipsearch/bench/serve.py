@@ -5,9 +5,10 @@ model's towers exported with random weights), and the server is a real `clipsear
 process on 127.0.0.1.  One keep-alive connection, as the page's script has, asks
 `/results?q=...` (what the search box fetches as the user types) for distinct text queries,
 then drops distinct 12 MP photos that are not in the library (`POST /upload`, then
-`/results?img=...`; the first one, which also opens the image tower, is reported apart).  Every answer is checked: status 200 and a full page of results, or the
-benchmark fails.  Beside it, the same text queries through `Library.search` in this process
-show what HTTP and the HTML add.
+`/results?img=...`; the first drop, which also opens the image tower, is reported apart).
+Every answer is checked: status 200 and a full page of results, or the benchmark fails.
+Beside it, the same text queries through `Library.search` in this process show what HTTP and
+the HTML add.
 """
 
 from __future__ import annotations
