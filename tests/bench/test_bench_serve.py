@@ -21,12 +21,16 @@ def test_bench_serve_reports_every_figure(tmp_path):
     assert result.exit_code == 0, result.stderr
     figures = json.loads(result.stdout)
     times = ("first_query_ms", "query_ms", "query_p95_ms", "query_max_ms", "library_search_ms")
+    times += ("library_search_cpu_ms", "query_cpu_ms")
     for key in (*times, "first_drop_ms", "drop_query_ms", "server_start_s", "server_rss_mb"):
         assert isinstance(figures[key], float) and figures[key] > 0, key
     assert figures["query_ms"] <= figures["query_p95_ms"] <= figures["query_max_ms"]
     assert figures["http_overhead_ms"] == round(
         figures["query_ms"] - figures["library_search_ms"], 2
     )
+    cli = figures["cli_warm_query_ms"]
+    assert isinstance(cli, float) and cli >= 0
+    assert figures["ratio_to_cli_warm"] == (round(figures["query_ms"] / cli, 2) if cli else None)
     assert figures["vectors"] == 500 and figures["model"] == "clipsearch-tiny"
     assert figures["queries"] == 3 and figures["drops"] == 1
     assert list(tmp_path.iterdir()) == []  # the synthetic library is cleaned up
