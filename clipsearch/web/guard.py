@@ -114,7 +114,8 @@ class Guard:
     async def _welcome(self, scope, send) -> None:
         """Swap the URL's token for a cookie, and show the same page without it."""
         kept = [(k, v) for k, v in _query(scope) if k != "token"]
-        location = quote(scope["path"]) + (f"?{urlencode(kept)}" if kept else "")
+        # One leading slash: `//other.site/` would send the browser elsewhere.
+        location = "/" + quote(scope["path"].lstrip("/")) + (f"?{urlencode(kept)}" if kept else "")
         cookie = f"{cookie_name(_port(scope))}={self.token}; Path=/; HttpOnly; SameSite=Strict"
         extra = [(b"location", location.encode()), (b"set-cookie", cookie.encode())]
         await _respond(send, 303, "Signed in.", extra)

@@ -141,6 +141,8 @@ def test_the_link_token_becomes_a_cookie_and_leaves_the_url(library, client):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     fresh.cookies.set(COOKIE, TOKEN)
     assert fresh.get("/?q=red+car").status_code == 200
+    elsewhere = fresh.get(f"{BASE}//evil.example/x?token={TOKEN}")
+    assert elsewhere.headers["location"] == "/evil.example/x"  # never off this server
 
 
 @pytest.mark.parametrize(

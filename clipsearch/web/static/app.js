@@ -215,6 +215,7 @@ function openViewer(card) {
     if (source) target.setAttribute("href", source.getAttribute("href"));
   }
   viewer.hidden = false;
+  $(".close", viewer).focus({ preventScroll: true });
   card.scrollIntoView({ block: "nearest" });
   preload(card);
 }
