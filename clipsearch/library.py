@@ -7,6 +7,7 @@ factory picks → vector index → hits.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -21,9 +22,10 @@ from .fsutil import absolute
 from .model.base import encode_image
 from .model.factory import IMAGE, INDEX, TEXT, Encoders, ExportDirs
 from .model.spec import ModelSpec, choose_model
-from .results import DupeGroup, Hit
+from .results import DupeGroup, Hit, PhotoDetails
+from .search.filters import NONE, Filters, check_sort, make_filters
 from .search.terms import Term, combine, parse_terms
-from .storage import vectorindex
+from .storage import photometa, vectorindex
 from .storage.db import Skipped, Store
 from .storage.layout import Layout, default_home
 from .storage.lock import write_lock
@@ -131,10 +133,18 @@ class Library:
         progress: Progress | None = None,
         wait: bool = True,
         on_wait: Callable[[str], None] | None = None,
+        date_fallback: str = "none",
     ) -> IndexReport:
-        """Bring the library up to date with `paths` (or with every known root)."""
+        """Bring the library up to date with `paths` (or with every known root).
+
+        date_fallback="mtime" gives photos without a recorded capture time their file's
+        modification time (by default they have none: an mtime is often a copy's date)."""
         from .indexing import scan as scanner
+        from .indexing.metadata import DATE_FALLBACKS
         from .indexing.run import run_index
+
+        if date_fallback not in DATE_FALLBACKS:
+            raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
 
         roots = [scanner.normalise_root(p) for p in paths] or self._known_roots()
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
@@ -149,6 +159,7 @@ class Library:
                 batch_size=self.batch_size,
                 max_pixels=max_pixels,
                 progress=progress,
+                date_fallback=date_fallback,
             )
             try:
                 self._refresh_vector_file()
@@ -196,29 +207,84 @@ class Library:
         within: os.PathLike | str | None = None,
         exact: bool = False,
         vectors: Sequence[tuple[float, np.ndarray]] = (),
+        after: str | None = None,
+        before: str | None = None,
+        near: str | None = None,
+        km: float | None = None,
+        camera: str | None = None,
+        sort: str = "score",
+        filters: Filters | None = None,
     ) -> list[Hit]:
         """Best matches for the combined query terms, best first.
 
         `vectors` are extra (weight, unit vector) terms, e.g. from `embed_image_data`; with
-        them the text and path terms may be left out."""
+        them the text and path terms may be left out.
+
+        after/before ('2024', '2024-06', '2024-06-15' or an ISO time, both inclusive),
+        near ('Lisbon' or 'LAT,LON') within km (default 25) and camera (a case-insensitive
+        part of make and model) keep only the photos that match, before the top-K cut.
+        With filters and no terms, the matching photos are listed by date.  sort: 'score',
+        'date' (oldest first) or '-date'.  `filters` passes ready-made Filters instead."""
         _check_top(top)
+        check_sort(sort)
+        filters = _filters(filters, after, before, near, km, camera)
+        if not (terms or add or sub or vectors) and filters.active:
+            if min_score is not None:
+                raise ClipsearchError("--min-score needs query terms to score against")
+            return self.listing(filters, top=top, within=within, newest_first=sort == "-date")
         parsed = parse_terms(terms, add, sub) if terms or add or sub or not vectors else []
         if self.store.is_empty():
             return []
         vector = combine(parsed, self.embed_term, vectors)
-        return self.search_vector(vector, top, min_score, within, exact)
+        return _sorted(self.search_vector(vector, top, min_score, within, exact, filters), sort)
 
-    def similar(self, image: str, *, top: int = 10, min_score=None, within=None) -> list[Hit]:
-        """Photos that look like `image` (indexed or not), without the image itself."""
+    def similar(
+        self,
+        image: str,
+        *,
+        top: int = 10,
+        min_score=None,
+        within=None,
+        sort: str = "score",
+        filters: Filters | None = None,
+        **filter_options,
+    ) -> list[Hit]:
+        """Photos that look like `image` (indexed or not), without the image itself.
+        Takes the filters and sort of `search`."""
         path = absolute(image)
         if not os.path.isfile(path):
             raise ClipsearchError(f"no such image file: {image}")
         _check_top(top)
+        check_sort(sort)
+        filters = _filters(filters, **filter_options)
         if self.store.is_empty():
             return []
-        hits = self.search_vector(self.embed_image(path), top + 1, min_score, within)
+        hits = self.search_vector(
+            self.embed_image(path), top + 1, min_score, within, False, filters
+        )
         others = [h for h in hits if h.path != path][:top]
-        return [Hit(rank, h.score, h.path) for rank, h in enumerate(others, 1)]
+        ranked = [dataclasses.replace(h, rank=rank) for rank, h in enumerate(others, 1)]
+        return _sorted(ranked, sort)
+
+    def listing(
+        self, filters: Filters, *, top: int = 10, within=None, newest_first: bool = False
+    ) -> list[Hit]:
+        """The photos that pass `filters`, by capture time (undated ones last), no scores."""
+        with self.store.snapshot():
+            ids, taken = photometa.matching(self.store.conn, filters)
+            if within is not None:
+                keep = np.isin(ids, self.store.ids_under(absolute(within)))
+                ids, taken = ids[keep], taken[keep]
+            order = photometa.by_date(ids, taken, newest_first)[:top]
+            return self._hits([(None, int(i)) for i in order])
+
+    def details(self, paths: Sequence[os.PathLike | str]) -> dict[str, PhotoDetails]:
+        """Capture time, place, camera... of indexed photos, by path (absent: not indexed).
+        The one way other views (web, dupes) get what `search` puts on each Hit."""
+        wanted = [absolute(p) for p in paths]
+        ids = photometa.ids_for_paths(self.store.conn, wanted)
+        found = photometa.details(self.store.conn, list(ids.values()))
+        return {p: found.get(i, photometa.NO_DETAILS) for p, i in ids.items()}
 
     def duplicates(self, within=None, threshold: float = DUPE_THRESHOLD) -> list[DupeGroup]:
         """Groups of near-duplicate photos, likeliest first."""
@@ -239,22 +305,51 @@ class Library:
         return ThumbnailCache(self.store.layout.thumbnails)
 
     def search_vector(
-        self, vector: np.ndarray, top: int, min_score=None, within=None, exact: bool = False
+        self,
+        vector: np.ndarray,
+        top: int,
+        min_score=None,
+        within=None,
+        exact: bool = False,
+        filters: Filters = NONE,
     ) -> list[Hit]:
+        """Top matches among the photos under `within` that pass `filters`: the allowed ids
+        go into the vector search, so the top-K cut counts only photos that qualify (on the
+        approximate index too, which probes more lists as the allowed share shrinks)."""
         if self.store.is_empty():
             return []
         index = self._exact_index() if exact else self._vector_index()
-        allowed = None
-        if within is not None:
-            allowed = self.store.ids_under(absolute(within))
-            if not len(allowed):
-                return []
+        allowed = self._allowed(within, filters)
+        if allowed is not None and not len(allowed):
+            return []
         scores, ids = vectorindex.search(index, vector[None, :], top, allowed_ids=allowed)
         pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         if min_score is not None:
             pairs = [(s, i) for s, i in pairs if s >= min_score]
-        paths = self.store.paths_for([i for _, i in pairs])
-        return [Hit(rank, s, paths[i]) for rank, (s, i) in enumerate(pairs, 1) if i in paths]
+        return self._hits(pairs)
+
+    def _allowed(self, within, filters: Filters) -> np.ndarray | None:
+        allowed = None
+        if within is not None:
+            allowed = self.store.ids_under(absolute(within))
+        if filters.active:
+            matched, _ = photometa.matching(self.store.conn, filters)
+            allowed = matched if allowed is None else np.intersect1d(allowed, matched)
+        return allowed
+
+    def _hits(self, pairs: list[tuple[float | None, int]]) -> list[Hit]:
+        """Hits with their paths and metadata, in the order given, ranked from 1."""
+        ids = [i for _, i in pairs]
+        paths = self.store.paths_for(ids)
+        found = photometa.details(self.store.conn, ids)
+        hits = []
+        for score, i in pairs:
+            if i not in paths:
+                continue
+            d = found.get(i, photometa.NO_DETAILS)
+            hit = Hit(len(hits) + 1, score, paths[i], d.taken, d.lat, d.lon, d.place, d.camera)
+            hits.append(hit)
+        return hits
 
     def _vector_index(self):
         """The index of the last commit, loaded once per generation (batch queries reuse it)."""
@@ -357,6 +452,7 @@ class Library:
             "errors": len(self.store.known_errors()),
             "size_bytes": self.store.disk_bytes(),
             "updated": _iso(float(updated)) if updated else None,
+            **photometa.summary(self.store.conn),
         }
 
     def errors(self) -> list[Skipped]:
@@ -366,6 +462,30 @@ class Library:
 def _check_top(top: int) -> None:
     if top < 1:
         raise ClipsearchError(f"--top must be at least 1, not {top}")
+
+
+def _filters(
+    filters: Filters | None,
+    after: str | None = None,
+    before: str | None = None,
+    near: str | None = None,
+    km: float | None = None,
+    camera: str | None = None,
+) -> Filters:
+    if filters is None:
+        return make_filters(after=after, before=before, near=near, km=km, camera=camera)
+    if any(v is not None for v in (after, before, near, km, camera)):
+        raise ClipsearchError("pass either filters= or after/before/near/km/camera, not both")
+    return filters
+
+
+def _sorted(hits: list[Hit], sort: str) -> list[Hit]:
+    """Hits re-ordered by capture time (undated last), keeping their relevance ranks."""
+    if sort == "score":
+        return hits
+    dated = [h for h in hits if h.taken]
+    dated.sort(key=lambda h: h.taken[:19], reverse=sort == "-date")
+    return dated + [h for h in hits if not h.taken]
 
 
 def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:

@@ -7,11 +7,38 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: its 1-based rank, cosine score and absolute path."""
+    """One search result: its 1-based rank, cosine score and absolute path, and what the
+    photo's metadata says (None when unknown).
+
+    `score` is None in a listing without query terms (filters alone, ordered by date).
+    `taken` is ISO 8601 with the UTC offset when the file records one; `place` is the
+    nearest town ("Lisbon, PT"); `camera` is make and model ("Apple iPhone 13").
+    """
 
     rank: int
-    score: float
+    score: float | None
     path: str
+    taken: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    place: str | None = None
+    camera: str | None = None
+
+
+@dataclass(frozen=True)
+class PhotoDetails:
+    """What a photo's metadata says, for any view of it (`Library.details`); every field
+    None when unknown.  `taken` and `place` are as on Hit; `altitude` in metres."""
+
+    taken: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    altitude: float | None = None
+    place: str | None = None
+    camera: str | None = None
+    lens: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass
@@ -38,6 +65,7 @@ class IndexReport:
     missing_extras: dict[str, int] = field(default_factory=dict)
     new_problems: list[tuple[str, str]] = field(default_factory=list)
     known_problems: int = 0
+    metadata_read: int = 0  # files indexed before metadata existed, read now (no re-embedding)
     interrupted: bool = False
 
     def as_dict(self) -> dict:
@@ -53,4 +81,5 @@ class IndexReport:
             "missing_extras": self.missing_extras,
             "errors": [{"path": p, "reason": r} for p, r in self.new_problems],
             "interrupted": self.interrupted,
+            "metadata_read": self.metadata_read,
         }

@@ -46,6 +46,12 @@ def index(
     ] = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass")] = None,
+    date_fallback: Annotated[
+        str,
+        typer.Option(
+            help="Capture time of photos that record none: 'none', or 'mtime' (the file's)"
+        ),
+    ] = "none",
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
     library: LibraryOpt = None,
@@ -71,6 +77,7 @@ def index(
             progress=progress,
             wait=not no_wait,
             on_wait=warn,
+            date_fallback=date_fallback,
         )
     for path, reason in report.new_problems:
         from ..output.text import safe_for_terminal

@@ -36,3 +36,18 @@ MinScoreOpt = Annotated[float | None, typer.Option(help="Drop results scoring be
 WithinOpt = Annotated[Path | None, typer.Option("--in", help="Only photos under this folder")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="One JSON object per line")]
 NullOpt = Annotated[bool, typer.Option("-0", "--null", help="NUL-separated paths")]
+AfterOpt = Annotated[
+    str | None,
+    typer.Option(help="Taken on or after: 2024, 2024-06, 2024-06-15 or 2024-06-15T18:00"),
+]
+BeforeOpt = Annotated[
+    str | None, typer.Option(help="Taken on or before (inclusive): same forms as --after")
+]
+NearOpt = Annotated[str | None, typer.Option(help="Taken near a place: a town name or LAT,LON")]
+KmOpt = Annotated[
+    float | None, typer.Option(help="Radius around --near in km [default: 25]", show_default=False)
+]
+CameraOpt = Annotated[
+    str | None, typer.Option(help="Camera make or model contains this (any case)")
+]
+SortOpt = Annotated[str, typer.Option(help="Order: score, date (oldest first) or -date")]

@@ -8,17 +8,23 @@ from typing import Annotated
 
 import typer
 
-from ..errors import EXIT_NONE
+from ..errors import EXIT_NONE, warn
 from .options import (
+    AfterOpt,
+    BeforeOpt,
+    CameraOpt,
     DeviceOpt,
     HtmlOpt,
     JsonlOpt,
     JsonOpt,
+    KmOpt,
     LibraryOpt,
     MinScoreOpt,
+    NearOpt,
     NullOpt,
     OpenOpt,
     PreviewOpt,
+    SortOpt,
     TopOpt,
     WithinOpt,
 )
@@ -42,6 +48,12 @@ def query(
     exact: Annotated[
         bool, typer.Option("--exact", help="Exact search even in a large library")
     ] = False,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    near: NearOpt = None,
+    km: KmOpt = None,
+    camera: CameraOpt = None,
+    sort: SortOpt = "score",
     json_out: JsonOpt = False,
     jsonl: JsonlOpt = False,
     null: NullOpt = False,
@@ -51,20 +63,46 @@ def query(
     device: DeviceOpt = "auto",
     library: LibraryOpt = None,
 ) -> None:
-    """Print the photos best matching the query, best first."""
-    options = dict(top=top, min_score=min_score, within=within, exact=exact)
+    """Print the photos best matching the query, best first.
+
+    With --after/--before/--near/--camera and no terms: the matching photos, by date."""
+    filters = _filters(after, before, near, km, camera, sort)
+    options = dict(top=top, min_score=min_score, within=within, exact=exact, sort=sort)
+    options["filters"] = filters
     with open_library(library, device=device) as lib:
         if terms == ["-"]:
             found = _batch_queries(lib, options, json_out, jsonl)
         else:
             hits = lib.search(*(terms or []), add=add or [], sub=sub or [], **options)
-            title = " ".join(
-                [*(terms or []), *(f"+{a}" for a in add or []), *(f"-{x}" for x in sub or [])]
-            )
+            words = [*(terms or []), *(f"+{a}" for a in add or []), *(f"-{x}" for x in sub or [])]
+            title = " ".join(words) or _describe(filters)
             show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview)
             found = bool(hits)
     if not found:
         raise typer.Exit(EXIT_NONE)
+
+
+def _filters(after, before, near, km, camera, sort):
+    """Filters from the options, checked before the library opens; a place name's pick is
+    said on stderr, since 'Cambridge' could have meant another town."""
+    from ..search.filters import check_sort, make_filters
+
+    check_sort(sort)
+    return make_filters(after=after, before=before, near=near, km=km, camera=camera, say=warn)
+
+
+def _describe(filters) -> str:
+    """A page title for a listing without terms: 'after 2024-06-01 near Lisbon, PT'."""
+    parts = []
+    if filters.after:
+        parts.append(f"after {filters.after.moment:%Y-%m-%d}")
+    if filters.before:
+        parts.append(f"before {filters.before.moment:%Y-%m-%d}")
+    if filters.near:
+        parts.append(f"near {filters.near.label}")
+    if filters.camera:
+        parts.append(f"camera {filters.camera}")
+    return " ".join(parts)
 
 
 def _batch_queries(lib, options: dict, json_out: bool, jsonl: bool) -> bool:
@@ -96,6 +134,12 @@ def similar(
     top: TopOpt = 10,
     min_score: MinScoreOpt = None,
     within: WithinOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    near: NearOpt = None,
+    km: KmOpt = None,
+    camera: CameraOpt = None,
+    sort: SortOpt = "score",
     json_out: JsonOpt = False,
     jsonl: JsonlOpt = False,
     null: NullOpt = False,
@@ -106,8 +150,11 @@ def similar(
     library: LibraryOpt = None,
 ) -> None:
     """Print the photos that look most like IMAGE (the image itself left out)."""
+    filters = _filters(after, before, near, km, camera, sort)
     with open_library(library, device=device) as lib:
-        hits = lib.similar(str(image), top=top, min_score=min_score, within=within)
+        hits = lib.similar(
+            str(image), top=top, min_score=min_score, within=within, sort=sort, filters=filters
+        )
         show_hits(lib, hits, f"like {image.name}", json_out, jsonl, null, html, open_page, preview)
     if not hits:
         raise typer.Exit(EXIT_NONE)

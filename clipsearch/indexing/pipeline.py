@@ -16,6 +16,8 @@ import numpy as np
 
 from ..errors import ImageError, os_reason
 from ..model.base import ImageEncoder
+from ..photos.metadata import EMPTY as EMPTY_META
+from ..photos.metadata import PhotoMeta
 from .scan import FoundFile, fingerprint
 
 DISAPPEARED = "file disappeared while indexing"
@@ -28,6 +30,7 @@ class Embedded:
     mtime_ns: int
     fingerprint: str
     vector: np.ndarray
+    meta: PhotoMeta = EMPTY_META
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Decoded:
     fingerprint: str
     tensor: object | None
     reason: str | None
+    meta: PhotoMeta = EMPTY_META
 
 
 class PhotoDataset:
@@ -63,7 +67,7 @@ class PhotoDataset:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Decoded:
-        from ..photos.decode import load_image
+        from ..photos.decode import load_image_and_metadata
 
         found = self.files[i]
         try:
@@ -71,14 +75,16 @@ class PhotoDataset:
         except OSError as exc:
             return Decoded(found.path, found.size, found.mtime_ns, "", None, _os_reason(exc))
         try:
-            image = load_image(found.path, min_side=self.min_side, max_pixels=self.max_pixels)
+            image, meta = load_image_and_metadata(
+                found.path, min_side=self.min_side, max_pixels=self.max_pixels
+            )
             tensor = self.preprocess(image)
             mark = fingerprint(found.path, st.st_size)
         except ImageError as exc:
             return Decoded(found.path, st.st_size, st.st_mtime_ns, "", None, str(exc))
         except OSError as exc:
             return Decoded(found.path, st.st_size, st.st_mtime_ns, "", None, _os_reason(exc))
-        return Decoded(found.path, st.st_size, st.st_mtime_ns, mark, tensor, None)
+        return Decoded(found.path, st.st_size, st.st_mtime_ns, mark, tensor, None, meta)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -97,7 +103,7 @@ def _collate(items: list[Decoded]) -> tuple[object | None, list[Decoded]]:
 
 
 def _without_tensor(d: Decoded) -> Decoded:
-    return Decoded(d.path, d.size, d.mtime_ns, d.fingerprint, True, None)
+    return Decoded(d.path, d.size, d.mtime_ns, d.fingerprint, True, None, d.meta)
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,7 @@ def _embed_batch(batch, items: list[Decoded], encoder: ImageEncoder) -> list[Emb
         if d.tensor is None
     ]
     outcomes += [
-        Embedded(d.path, d.size, d.mtime_ns, d.fingerprint, v)
+        Embedded(d.path, d.size, d.mtime_ns, d.fingerprint, v, d.meta)
         for d, v in zip(good, vectors, strict=True)
     ]
     return outcomes

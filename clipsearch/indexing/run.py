@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from ..results import IndexReport
 from ..storage.db import Store
+from . import metadata
 from .pipeline import DISAPPEARED, Embedded, Failed, embed_files
 from .plan import Plan, plan_changes
 from .scan import ScanResult
@@ -30,8 +31,11 @@ def run_index(
     batch_size: int | None,
     max_pixels: int | None,
     progress: Progress | None = None,
+    date_fallback: str = "none",
 ) -> IndexReport:
-    """Apply the plan in committed steps; an interrupt keeps everything committed so far."""
+    """Apply the plan in committed steps; an interrupt keeps everything committed so far.
+
+    Files indexed before photo metadata existed get theirs read first (headers only)."""
     started = time.monotonic()
     plan = plan_changes(store, roots, scan)
     report = _scan_report(scan, plan)
@@ -46,8 +50,12 @@ def run_index(
         store.add_root(root)
     store.commit()
     try:
+        embedding = {f.path for f in plan.embed}
+        report.metadata_read = metadata.backfill(store, embedding, commit_seconds())
         if plan.embed:
             _embed_all(store, plan.embed, load_encoder(), report, batch_size, max_pixels, progress)
+        if date_fallback == "mtime":
+            metadata.dates_from_mtime(store)
     except KeyboardInterrupt:
         report.interrupted = True
     report.skipped = len(report.new_problems) + report.known_problems
@@ -91,8 +99,7 @@ def _embed_all(store, files, encoder, report, batch_size, max_pixels, progress) 
     try:
         with contextlib.closing(batches):
             for outcomes in batches:
-                for outcome in outcomes:
-                    _record(store, outcome, report)
+                _record_batch(store, outcomes, report)
                 done += len(outcomes)
                 if progress:
                     progress(done, total)
@@ -112,12 +119,25 @@ def commit_seconds() -> float:
         return COMMIT_SECONDS
 
 
-def _record(store: Store, outcome: Embedded | Failed, report: IndexReport) -> None:
+def _record_batch(store: Store, outcomes: list, report: IndexReport) -> None:
+    """Store a batch's vectors, each with its metadata under the same new file id."""
+    stored = []
+    for outcome in outcomes:
+        new_id = _record(store, outcome, report)
+        if new_id is not None:
+            stored.append((new_id, outcome.meta))
+    metadata.put(store, stored)
+
+
+def _record(store: Store, outcome: Embedded | Failed, report: IndexReport) -> int | None:
+    """Store one outcome; returns the new file id of an embedded one."""
     if isinstance(outcome, Embedded):
-        store.add(outcome.path, outcome.size, outcome.mtime_ns, outcome.fingerprint, outcome.vector)
         report.indexed += 1
-        return
+        return store.add(
+            outcome.path, outcome.size, outcome.mtime_ns, outcome.fingerprint, outcome.vector
+        )
     report.new_problems.append((outcome.path, outcome.reason))
     if outcome.reason != DISAPPEARED:  # a vanished file needs no note: the next scan drops it
         store.drop_file(outcome.path)
         store.record_error(outcome.path, outcome.size, outcome.mtime_ns, outcome.reason)
+    return None

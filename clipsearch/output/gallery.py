@@ -36,6 +36,7 @@ h1{font-size:1.3rem;margin:0 0 .2rem}
 figcaption{padding:.4rem .5rem;font-size:12px}
 .score{font-weight:600;display:block}
 .path{color:#555;word-break:break-all}
+.when{color:#444;display:block}
 details{font-size:12px;color:#555;margin-top:.5rem}
 @media (prefers-color-scheme:dark){
 body{background:#181818;color:#ddd}.hit,.group{background:#222;border-color:#444}
@@ -54,7 +55,7 @@ def write_gallery(
     """Write the page to `out`: a grid of `hits`, then one row per duplicate group, if any."""
     sections = []
     if hits:
-        cards = "".join(_card(h.path, f"#{h.rank} · {h.score:.3f}", thumbs) for h in hits)
+        cards = "".join(_card(h.path, _label(h), thumbs, _when_where(h)) for h in hits)
         sections.append(f'<main class="grid">{cards}</main>')
     if groups:
         sections.extend(_group_section(k, g, thumbs) for k, g in enumerate(groups, start=1))
@@ -102,7 +103,17 @@ def _group_section(number: int, group: DupeGroup, thumbs: ThumbnailCache) -> str
     )
 
 
-def _card(path: str, label: str, thumbs: ThumbnailCache) -> str:
+def _label(hit: Hit) -> str:
+    return f"#{hit.rank}" if hit.score is None else f"#{hit.rank} · {hit.score:.3f}"
+
+
+def _when_where(hit: Hit) -> str:
+    """'2023-07-14 18:03 · Lisbon, PT' under the photo; empty when neither is known."""
+    parts = [hit.taken[:16].replace("T", " ") if hit.taken else "", hit.place or ""]
+    return " · ".join(p for p in parts if p)
+
+
+def _card(path: str, label: str, thumbs: ThumbnailCache, when_where: str = "") -> str:
     """A figure linking to the original; the thumbnail is a file so the page stays small."""
     name = _text(Path(path).name)
     thumb = thumbs.get(path)
@@ -111,9 +122,10 @@ def _card(path: str, label: str, thumbs: ThumbnailCache) -> str:
         if thumb is not None
         else '<div class="placeholder">no preview</div>'
     )
+    when = f'<span class="when">{_text(when_where)}</span>' if when_where else ""
     return (
         f'<figure class="hit"><a href="{_attr(Path(path).absolute().as_uri())}" title="{name}">'
-        f'{picture}</a><figcaption><span class="score">{_text(label)}</span>'
+        f'{picture}</a><figcaption><span class="score">{_text(label)}</span>{when}'
         f'<span class="path">{_text(path)}</span></figcaption></figure>'
     )
 

@@ -17,7 +17,7 @@ from PIL import Image
 from ..errors import ClipsearchError
 from ..photos.thumbnails import ThumbnailCache
 from ..results import Hit
-from .text import safe_for_terminal
+from .text import safe_for_terminal, score_text
 
 KITTY_CHUNK = 4096
 PREVIEW_SIDE = 160
@@ -101,7 +101,7 @@ def render_previews(
         raise ClipsearchError(NO_PROTOCOL)
     for hit in hits:
         data = preview_bytes(hit.path, thumbs)
-        caption = f"{hit.rank:>3}. {hit.score:.3f}  {safe_for_terminal(hit.path)}"
+        caption = f"{hit.rank:>3}. {score_text(hit):>5}  {safe_for_terminal(hit.path)}"
         if data is None:
             stream.write(f"{caption}  (no preview)\n")
             continue

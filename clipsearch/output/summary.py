@@ -50,12 +50,23 @@ def print_status(status: dict) -> None:
     table.add_column()
     for key in ("library", "images", "model", "pretrained", "dim", "index_type", "errors"):
         table.add_row(key, safe_for_terminal(str(status[key])))
+    table.add_row("dates", _date_range(status))
+    table.add_row("dated", f"{status['dated']} of {status['images']} have a capture time")
+    table.add_row("located", f"{status['located']} of {status['images']} have a location")
+    if status.get("without_metadata"):
+        table.add_row("metadata", f"{status['without_metadata']} not read yet: run index")
     table.add_row("size", _bytes(status["size_bytes"]))
     table.add_row("updated", str(status["updated"] or "never"))
     roots = status["roots"] or ["(none)"]
     for i, root in enumerate(roots):
         table.add_row("roots" if i == 0 else "", safe_for_terminal(root))
     Console().print(table)
+
+
+def _date_range(status: dict) -> str:
+    if status.get("earliest") is None:
+        return "(none recorded)"
+    return f"{status['earliest'][:10]} to {status['latest'][:10]}"
 
 
 def print_errors(errors: list[dict]) -> None:

@@ -34,7 +34,26 @@ def safe_for_terminal(text: str) -> str:
 
 
 def hit_record(hit: Hit) -> dict:
-    return {"path": hit.path, "score": round(hit.score, 6), "rank": hit.rank}
+    """A result as JSON: where, how well (null in a listing without terms), when, with what."""
+    return {
+        "path": hit.path,
+        "score": None if hit.score is None else round(hit.score, 6),
+        "rank": hit.rank,
+        "taken": hit.taken,
+        "lat": hit.lat,
+        "lon": hit.lon,
+        "place": hit.place,
+        "camera": hit.camera,
+    }
+
+
+def score_text(hit: Hit) -> str:
+    return "" if hit.score is None else f"{hit.score:.3f}"
+
+
+def date_text(hit: Hit) -> str:
+    """'2023-07-14 18:03' (the camera's clock), or '' when the photo has no date."""
+    return hit.taken[:16].replace("T", " ") if hit.taken else ""
 
 
 def write_hits(hits: Sequence[Hit], mode: str, out: BinaryIO | None = None) -> None:
@@ -59,9 +78,11 @@ def _table(hits: Sequence[Hit]) -> None:
     table = Table(box=None, header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
+    table.add_column("date", no_wrap=True)
     table.add_column("path", overflow="fold")
     for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(safe_for_terminal(hit.path)))
+        path = Text(safe_for_terminal(hit.path))
+        table.add_row(str(hit.rank), score_text(hit), date_text(hit), path)
     Console().print(table)
 
 

@@ -22,6 +22,8 @@ from PIL import ExifTags, Image
 
 from ..errors import ImageError, os_reason
 from . import formats
+from .metadata import EMPTY as EMPTY_META
+from .metadata import PhotoMeta, for_decoded
 
 # Our max_pixels check (run on the header size before any pixel is decoded) replaces Pillow's
 # global one, which would reject big panoramas with a message that names none of our options.
@@ -99,7 +101,24 @@ def load_image(
     `min_side` lets the decoder shrink the image on the way in as long as its short side stays
     at least that long; `max_pixels` rejects images whose header promises more pixels.
     """
-    name = os.fspath(path)
+    return _load_file(os.fspath(path), min_side, max_pixels, None)
+
+
+def load_image_and_metadata(
+    path: str | os.PathLike[str],
+    *,
+    min_side: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[Image.Image, PhotoMeta]:
+    """`load_image`, plus the photo's capture time, place and camera read from the same open
+    file (the EXIF Pillow parsed with the header, or a few seeks): no second open."""
+    found: list[PhotoMeta] = []
+    image = _load_file(os.fspath(path), min_side, max_pixels, found)
+    return image, found[0] if found else EMPTY_META
+
+
+def _load_file(name: str, min_side, max_pixels, meta: list[PhotoMeta] | None) -> Image.Image:
+    """Decode; when `meta` is a list, append the photo's metadata to it."""
     _check_regular_file(name)
     ext = formats.extension(name)
     try:
@@ -108,11 +127,16 @@ def load_image(
             # either decodes or raises, so the warnings only flood the indexing progress bar.
             warnings.simplefilter("ignore")
             if ext in formats.RAW_EXTENSIONS:
+                if meta is not None:
+                    meta.append(for_decoded(fp, ext, None))
                 return _load_raw(fp, ext, min_side, max_pixels)
             if ext in formats.HEIF_EXTENSIONS:
                 _enable_heif(ext)
             with _open_pillow(fp) as im:
-                return _decode(im, min_side, max_pixels)
+                image = _decode(im, min_side, max_pixels)
+                if meta is not None:
+                    meta.append(for_decoded(fp, ext, im))
+                return image
     except ImageError:
         raise
     except MemoryError:

@@ -22,11 +22,15 @@ import numpy as np
 from .. import __version__
 from ..errors import ClipsearchError
 from ..model.spec import ModelSpec
+from . import photometa
 from .layout import Layout
 
-SCHEMA_VERSION = 1
+# 2: photo metadata (capture time, place, camera) in photo_meta; a format-1 library gets the
+# table when opened and its rows on the next `index`, without re-embedding anything.
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY, added REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -45,6 +49,8 @@ CREATE TABLE IF NOT EXISTS errors (
     seen REAL NOT NULL
 );
 """
+    + photometa.SCHEMA
+)
 
 
 def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
@@ -162,8 +168,8 @@ class Store:
                 f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
                 "upgrade clipsearch, or use another --library"
             )
-        if self.meta("schema") is None:
-            self.set_meta(schema=SCHEMA_VERSION, writer=__version__)
+        if found < SCHEMA_VERSION or self.meta("schema") is None:
+            self.set_meta(schema=SCHEMA_VERSION, writer=__version__)  # the tables exist now
 
     # -- roots ----------------------------------------------------------------------------
 
@@ -217,18 +223,18 @@ class Store:
             found.update({decode_path(r[0]): Skipped(decode_path(r[0]), *r[1:]) for r in rows})
         return found
 
-    def add(
-        self, path: str, size: int, mtime_ns: int, fingerprint: str, vector: np.ndarray
-    ) -> None:
-        """Store a freshly embedded file; a new row (new id) replaces any older version."""
+    def add(self, path: str, size: int, mtime_ns: int, fingerprint: str, vector: np.ndarray) -> int:
+        """Store a freshly embedded file; a new row (new id) replaces any older version.
+        Returns the new id."""
         raw = encode_path(path)
         self.conn.execute("DELETE FROM files WHERE path = ?", (raw,))
         self.conn.execute("DELETE FROM errors WHERE path = ?", (raw,))
-        self.conn.execute(
+        cursor = self.conn.execute(
             "INSERT INTO files(path, size, mtime_ns, fingerprint, vector) VALUES (?, ?, ?, ?, ?)",
             (raw, size, mtime_ns, fingerprint, np.asarray(vector, dtype=np.float32).tobytes()),
         )
         self._vectors_changed = True
+        return int(cursor.lastrowid)
 
     def add_new(self, rows: Iterable[tuple[str, int, int, str, np.ndarray]]) -> None:
         """Bulk insert of files known not to be in the library yet (benchmarks, imports)."""

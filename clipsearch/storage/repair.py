@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from ..errors import ClipsearchError
 from ..fsutil import fsync_path
+from . import photometa
 from .db import SCHEMA, SCHEMA_VERSION, Store, explain, table_columns
 from .layout import Layout
 from .lock import write_lock
@@ -97,8 +98,14 @@ def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
     try:
         new.executescript(SCHEMA)
         new.execute("BEGIN")
-        counts = {t: _copy_table(old, new, t, cols) for t, cols in table_columns(new).items()}
+        present = table_columns(old)  # a format-1 library has no photo_meta: index reads it
+        counts = {
+            t: _copy_table(old, new, t, cols)
+            for t, cols in table_columns(new).items()
+            if t in present
+        }
         notes = _settle_meta(new)
+        photometa.drop_orphans(new)
         new.execute("COMMIT")
     finally:
         old.close()

@@ -136,7 +136,8 @@ def test_output_modes(indexed):
     jsonl = [
         json.loads(line) for line in cli("query", "cat", "-n", "3", "--jsonl").stdout.splitlines()
     ]
-    assert [set(r) for r in jsonl] == [{"path", "score", "rank"}] * 3
+    fields = {"path", "score", "rank", "taken", "lat", "lon", "place", "camera"}
+    assert [set(r) for r in jsonl] == [fields] * 3
     null = cli("query", "cat", "-n", "3", "-0").stdout
     assert null.endswith("\0") and null.rstrip("\0").split("\0") == lines
 
