@@ -5,13 +5,22 @@ loads neither torch nor the index machinery until a name is used.
 """
 
 __version__ = "0.1.0"
-__all__ = ["ClipsearchError", "DupeGroup", "Hit", "IndexReport", "Library", "__version__"]
+__all__ = [
+    "ClipsearchError",
+    "DupeGroup",
+    "Hit",
+    "IndexReport",
+    "Library",
+    "PhotoDetails",
+    "__version__",
+]
 
 _HOMES = {
     "Library": "library",
     "Hit": "results",
     "DupeGroup": "results",
     "IndexReport": "results",
+    "PhotoDetails": "results",
     "ClipsearchError": "errors",
 }
 

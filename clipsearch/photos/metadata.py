@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from typing import IO, Any
 
-from clipsearch import formats
+from . import formats
 
 # Photography is younger than this; EXIF's "0000:00:00" placeholder and the like fall below.
 EARLIEST_YEAR = 1826

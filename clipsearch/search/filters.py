@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clipsearch.errors import ClipsearchError
+from ..errors import ClipsearchError
 
 DEFAULT_KM = 25.0
 KM_PER_DEGREE = 111.195  # along a meridian, on the mean-radius sphere

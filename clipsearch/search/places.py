@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch.errors import ClipsearchError
+from ..errors import ClipsearchError
 
 EARTH_KM = 6371.0088  # mean radius
 # Two same-named places count as one match when closer than this (a city listed twice).
