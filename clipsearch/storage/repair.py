@@ -98,11 +98,11 @@ def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
     try:
         new.executescript(SCHEMA)
         new.execute("BEGIN")
-        present = table_columns(old)  # a format-1 library has no photo_meta: index reads it
+        tables = table_columns(new)
         counts = {
             t: _copy_table(old, new, t, cols)
-            for t, cols in table_columns(new).items()
-            if t in present
+            for t, cols in tables.items()
+            if t in _tables_of(old, tables)
         }
         notes = _settle_meta(new)
         photometa.drop_orphans(new)
@@ -111,6 +111,15 @@ def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
         old.close()
         new.close()
     return counts, notes
+
+
+def _tables_of(old: sqlite3.Connection, wanted: dict) -> set[str]:
+    """The tables the damaged file has: a format-1 library has no photo_meta (the next
+    `index` reads it); an unreadable catalogue is assumed to hold them all."""
+    try:
+        return set(table_columns(old))
+    except sqlite3.DatabaseError:
+        return set(wanted)
 
 
 def _copy_table(
