@@ -25,7 +25,7 @@ from .model.spec import ModelSpec, choose_model
 from .results import DupeGroup, Hit, PhotoDetails
 from .search.filters import NONE, Filters, check_sort, make_filters
 from .search.terms import Term, combine, parse_terms
-from .storage import photometa, vectorindex
+from .storage import metacolumns, photometa, vectorindex
 from .storage.db import Skipped, Store
 from .storage.layout import Layout, default_home
 from .storage.lock import write_lock
@@ -52,6 +52,7 @@ class Library:
         exports = ExportDirs(text=layout.text_export, image=layout.image_export)
         self.encoders = Encoders(spec, device, exports, on_load=self._adopt)
         self._loaded_index: tuple[int, object] | None = None
+        self._loaded_columns: tuple[tuple, metacolumns.Columns] | None = None
 
     @classmethod
     def open(
@@ -176,11 +177,14 @@ class Library:
         return [r for r in roots if os.path.isdir(r)] or roots
 
     def _refresh_vector_file(self) -> None:
+        """Bring the caches (FAISS file, metadata columns) up to the last commit; a no-op
+        when nothing changed."""
         index, up_to_date = current_index(self.store)
         if up_to_date:
             drop_stale_files(self.store)  # a killed run may have saved but not cleaned up
         else:
             save_index(self.store, index)
+        metacolumns.refresh(self.store)
 
     def forget(self, directory: os.PathLike | str, *, wait: bool = True, on_wait=None) -> int:
         """Drop a root folder and everything indexed below it."""
@@ -270,13 +274,14 @@ class Library:
         self, filters: Filters, *, top: int = 10, within=None, newest_first: bool = False
     ) -> list[Hit]:
         """The photos that pass `filters`, by capture time (undated ones last), no scores."""
-        with self.store.snapshot():
-            ids, taken = photometa.matching(self.store.conn, filters)
-            if within is not None:
-                keep = np.isin(ids, self.store.ids_under(absolute(within)))
-                ids, taken = ids[keep], taken[keep]
-            order = photometa.by_date(ids, taken, newest_first)[:top]
-            return self._hits([(None, int(i)) for i in order])
+        columns = self._columns()
+        keep = columns.select(filters)
+        ids, taken = columns.ids[keep], columns.taken[keep]
+        if within is not None:
+            inside = np.isin(ids, self.store.ids_under(absolute(within)))
+            ids, taken = ids[inside], taken[inside]
+        order = metacolumns.by_date(ids, taken, newest_first)[:top]
+        return self._hits([(None, int(i)) for i in order])
 
     def details(self, paths: Sequence[os.PathLike | str]) -> dict[str, PhotoDetails]:
         """Capture time, place, camera... of indexed photos, by path (absent: not indexed).
@@ -333,9 +338,17 @@ class Library:
         if within is not None:
             allowed = self.store.ids_under(absolute(within))
         if filters.active:
-            matched, _ = photometa.matching(self.store.conn, filters)
+            columns = self._columns()
+            matched = columns.ids[columns.select(filters)]
             allowed = matched if allowed is None else np.intersect1d(allowed, matched)
         return allowed
+
+    def _columns(self) -> metacolumns.Columns:
+        """Photo metadata as columns, loaded once per commit (batch queries reuse them)."""
+        key = (self.store.generation(), self.store.meta("photo_meta_version"))
+        if self._loaded_columns is None or self._loaded_columns[0] != key:
+            self._loaded_columns = (key, metacolumns.load(self.store))
+        return self._loaded_columns[1]
 
     def _hits(self, pairs: list[tuple[float | None, int]]) -> list[Hit]:
         """Hits with their paths and metadata, in the order given, ranked from 1."""

@@ -44,6 +44,7 @@ def run(n: int, *, model: str = "ViT-B-32", cold_runs: int = 5, workdir: Path | 
         figures["image_decode_s"] = decode_seconds(photos, image_size)
         figures["cold_image_query_s"] = cold_query_seconds(library, cold_runs, photos[0])
         figures["warm_image_query_s"] = warm_query_seconds(library, photos)
+        figures.update(filter_costs(library))
     figures["model"] = model
     return figures
 
@@ -63,10 +64,119 @@ def synthetic_library(directory: Path, n: int, model: str) -> int:
                 for i in range(start, min(n, start + _ROWS_PER_COMMIT))
             )
             store.commit()
+        synthetic_metadata(store, n)
         current_index(store)  # builds the vector index and saves it
     finally:
         store.close()
     return image_size
+
+
+# Filters timed on the synthetic library, with the share of photos each one keeps.
+FILTERS = {
+    "date": dict(after="2019-06", before="2019-08"),  # one summer: ~1.7%
+    "broad_date": dict(after="2015"),  # two thirds
+    "place": dict(near="48.85,2.35", km=25),  # one of the home cities: ~4%
+    "camera": dict(camera="iphone"),  # one camera of eight: ~12%
+}
+CAMERAS = [("Apple", "iPhone 12"), ("Canon", "Canon EOS R5"), ("SONY", "ILCE-7M3")] + [
+    ("NIKON CORPORATION", "NIKON D750"),
+    ("FUJIFILM", "X-T3"),
+    ("samsung", "SM-G991B"),
+    ("Google", "Pixel 7"),
+    ("OLYMPUS", "E-M10"),
+]
+HOMES = [(48.85, 2.35), (40.71, -74.0), (-33.87, 151.21), (35.68, 139.69), (51.51, -0.13)] + [
+    (52.52, 13.40),
+    (41.90, 12.50),
+    (38.72, -9.14),
+    (-22.91, -43.17),
+    (19.43, -99.13),
+]
+
+
+def synthetic_metadata(store: Store, n: int, seed: int = 0) -> None:
+    """Capture times over 2010-2024, half the photos around ten home cities, a fifth with no
+    location, eight cameras: enough spread that each filter keeps a known share."""
+    import numpy as np
+
+    from ..storage import photometa
+
+    rng = np.random.default_rng(seed)
+    ids = store.ids()
+    start, end = 1262304000, 1735689599  # 2010-01-01 .. 2024-12-31, wall clock
+    taken = rng.integers(start, end, len(ids))
+    home = rng.integers(0, len(HOMES), len(ids))
+    lat = np.array([HOMES[h][0] for h in home]) + rng.normal(0, 0.1, len(ids))
+    lon = np.array([HOMES[h][1] for h in home]) + rng.normal(0, 0.1, len(ids))
+    where = rng.random(len(ids))
+    lat = np.where(where < 0.3, rng.uniform(-60, 70, len(ids)), lat)
+    lon = np.where(where < 0.3, rng.uniform(-180, 180, len(ids)), lon)
+    camera = rng.integers(0, len(CAMERAS), len(ids))
+    rows = (
+        (
+            int(i),
+            int(t),
+            None,
+            photometa.FROM_EXIF,
+            *_place(la, lo, w),
+            *CAMERAS[c],
+            None,
+            None,
+            None,
+        )
+        for i, t, la, lo, w, c in zip(ids, taken, lat, lon, where, camera, strict=True)
+    )
+    store.begin()
+    store.conn.executemany(
+        "INSERT INTO photo_meta(file_id, taken, offset_min, taken_from, lat, lon, altitude, "
+        "make, model, lens, width, height) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    store.commit()
+
+
+def _place(lat: float, lon: float, where: float) -> tuple:
+    if where > 0.8:
+        return None, None, None
+    return float(lat), float(lon), None
+
+
+def filter_costs(library: Path, repeats: int = 7) -> dict[str, float]:
+    """Milliseconds each filter adds to one search in a loaded library (median of `repeats`,
+    against the same search without it) and the share of photos it keeps; and the time a
+    fresh process spends loading the metadata columns that every filter reads."""
+    import numpy as np
+
+    from ..library import Library
+    from ..search.filters import make_filters
+    from ..storage import metacolumns
+
+    figures: dict[str, float] = {}
+    with Library.open(library) as lib:
+        dim = lib.store.dim() or 0
+        vector = np.random.default_rng(1).normal(size=dim).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        plain = _median_ms(lambda: lib.search_vector(vector, 10), repeats)
+        figures["metadata_load_ms"] = round(_median_ms(lambda: metacolumns.load(lib.store), 3), 2)
+        for name, options in FILTERS.items():
+            filters = make_filters(**options)
+            kept = lib._columns().select(filters).mean()
+            filtered = _median_ms(
+                lambda f=filters: lib.search_vector(vector, 10, filters=f), repeats
+            )
+            figures[f"{name}_filter_ms"] = round(max(0.0, filtered - plain), 2)
+            figures[f"{name}_filter_share"] = round(float(kept), 4)
+    return figures
+
+
+def _median_ms(work, repeats: int) -> float:
+    work()  # the first call loads the index
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
 
 
 def _export_towers(directory: Path, model: str) -> tuple[int, int]:

@@ -6,6 +6,7 @@ Only this module knows these names; everything else asks it (as pipx's `paths.py
 | ----------------------------- | --------------------------------------------------------- |
 | `library.db`                  | SQLite: roots, files, their vectors, errors, the model     |
 | `vectors-<generation>.faiss`  | the FAISS index, a cache of the vectors in `library.db`   |
+| `photometa-<gen>-<ver>.npz`   | capture times, places, cameras as columns (a cache too)   |
 | `text/`, `image/`             | the model's towers exported for torch-free queries        |
 | `thumbnails/`, `galleries/`   | thumbnails (one per file version) and HTML pages          |
 | `write.lock`                  | one writer at a time; readers never wait                  |
@@ -23,6 +24,7 @@ HOME_ENV = "CLIPSEARCH_HOME"
 _INDEX_GLOB = "vectors-*.faiss"
 _INDEX_TEMP_GLOB = ".vectors-*.tmp"  # what an interrupted atomic save leaves behind
 _GENERATION = re.compile(r"vectors-(\d+)\.faiss$")
+_META_COLUMNS_GLOB = "photometa-*.npz"
 
 
 def default_home() -> Path:
@@ -75,6 +77,13 @@ class Layout:
             if match:
                 found.append((int(match.group(1)), path))
         return sorted(found, reverse=True)
+
+    def meta_columns(self, generation: int, version: int) -> Path:
+        """The metadata columns mirroring `photo_meta` at this generation and version."""
+        return self.directory / f"photometa-{generation}-{version}.npz"
+
+    def meta_column_files(self) -> list[Path]:
+        return list(self.directory.glob(_META_COLUMNS_GLOB))
 
     def index_leftovers(self) -> list[Path]:
         """Temporary FAISS files that a killed save left behind."""

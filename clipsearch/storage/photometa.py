@@ -5,8 +5,8 @@ belongs to the version whose vector is stored; a trigger drops it with the file.
 every field NULL still means "read, nothing found", which is what lets a re-index tell the
 files it has read from those indexed before metadata existed (the backfill).
 
-Filters become SQL over two indexes: capture time, and (latitude, longitude) for a bounding
-box that the exact great-circle test then trims.
+Filters run over a numpy copy of these columns (storage/metacolumns.py); the SQLite indexes
+on capture time and (latitude, longitude) serve `status` and keep range reads cheap.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-
 from ..photos.metadata import PhotoMeta, camera_name, iso_time
 from ..results import PhotoDetails
-from ..search.filters import Filters, TimeBound, from_wall_seconds, wall_seconds
+from ..search.filters import from_wall_seconds, wall_seconds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photo_meta (
@@ -59,7 +57,6 @@ COLUMNS = (
     "place",
 )
 FROM_EXIF, FROM_MTIME = "exif", "mtime"
-ZONE_SLACK_S = 14 * 3600  # UTC offsets span -12:00..+14:00
 _CHUNK = 500  # ids per IN (...) query
 
 
@@ -92,6 +89,16 @@ def put(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
     marks = ", ".join("?" * len(COLUMNS))
     conn.executemany(
         f"INSERT OR REPLACE INTO photo_meta({', '.join(COLUMNS)}) VALUES ({marks})", rows
+    )
+    changed(conn)
+
+
+def changed(conn: sqlite3.Connection) -> None:
+    """Bump the metadata version, in the writer's transaction: the column cache
+    (storage/metacolumns.py) is named after it, so a stale one is never read."""
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('photo_meta_version', 1) "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
     )
 
 
@@ -131,6 +138,7 @@ def set_mtime_dates(conn: sqlite3.Connection, rows: Sequence[tuple[int, int]]) -
         "UPDATE photo_meta SET taken = ?, offset_min = ?, taken_from = ? WHERE file_id = ?",
         values,
     )
+    changed(conn)
 
 
 def drop_orphans(conn: sqlite3.Connection) -> int:
@@ -138,75 +146,6 @@ def drop_orphans(conn: sqlite3.Connection) -> int:
     return conn.execute(
         "DELETE FROM photo_meta WHERE file_id NOT IN (SELECT id FROM files)"
     ).rowcount
-
-
-# --- filtering ------------------------------------------------------------------------------
-
-
-def _where(filters: Filters) -> tuple[str, list]:
-    clauses: list[str] = []
-    params: list = []
-    for bound, sign in ((filters.after, ">="), (filters.before, "<=")):
-        if bound is not None:
-            clause, values = _time_clause(bound, sign)
-            clauses.append(clause)
-            params += values
-    if filters.near is not None:
-        low, high, lons = filters.near.box()
-        ranges = " OR ".join("lon BETWEEN ? AND ?" for _ in lons)
-        clauses.append(f"lat BETWEEN ? AND ? AND ({ranges})")
-        params += [low, high] + [x for pair in lons for x in pair]
-    if filters.camera is not None:
-        clauses.append("(coalesce(make, '') || ' ' || coalesce(model, '')) LIKE ? ESCAPE '\\'")
-        params.append(f"%{_escape_like(filters.camera)}%")
-    return " AND ".join(clauses) or "1", params
-
-
-def _time_clause(bound: TimeBound, sign: str) -> tuple[str, list]:
-    """Wall clock against wall clock; with an offset in the bound, instants where the photo
-    knows its own offset (an index range first, widened by the span of time zones)."""
-    if bound.offset_minutes is None:
-        return f"taken {sign} ?", [bound.seconds]
-    instant = bound.seconds - 60 * bound.offset_minutes
-    widened = instant - ZONE_SLACK_S if sign == ">=" else instant + ZONE_SLACK_S
-    clause = f"taken {sign} ? AND taken - 60 * coalesce(offset_min, ?) {sign} ?"
-    return clause, [widened, bound.offset_minutes, instant]
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def matching(conn: sqlite3.Connection, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, capture times) of the photos that pass; capture time -2**62 where unknown.
-
-    LIKE is case-insensitive for ASCII, which camera names are."""
-    where, params = _where(filters)
-    rows = conn.execute(
-        f"SELECT file_id, coalesce(taken, {-(2**62)}), lat, lon FROM photo_meta WHERE {where}",
-        params,
-    ).fetchall()
-    if not rows:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    taken = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    if filters.near is not None:
-        from ..search.places import distance_km
-
-        lat = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
-        lon = np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows))
-        near = filters.near
-        inside = distance_km(near.lat, near.lon, lat, lon) <= near.km
-        ids, taken = ids[inside], taken[inside]
-    return ids, taken
-
-
-def by_date(ids: np.ndarray, taken: np.ndarray, newest_first: bool) -> np.ndarray:
-    """ids ordered by capture time (undated last either way), ties by id."""
-    unknown = taken == -(2**62)
-    key = -taken if newest_first else taken
-    return ids[np.lexsort((ids, key, unknown))]
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -25,3 +25,8 @@ def test_bench_query_reports_every_figure(tmp_path):
     assert figures["recall_at_10"] == 1.0  # flat search is exact
     assert figures["vectors"] == 3000 and figures["model"] == "clipsearch-tiny"
     assert list(tmp_path.iterdir()) == []  # the synthetic library is cleaned up
+    for name in ("date", "broad_date", "place", "camera"):
+        assert isinstance(figures[f"{name}_filter_ms"], float), name
+        assert 0 < figures[f"{name}_filter_share"] < 1, name  # each filter keeps some, not all
+    assert figures["broad_date_filter_share"] > 0.5 > figures["date_filter_share"]
+    assert isinstance(figures["metadata_load_ms"], float)
