@@ -28,6 +28,11 @@ def human_summary(report: IndexReport) -> str:
             f"{report.known_problems} files that failed before were not retried "
             "(see clipsearch status --errors)"
         )
+    if report.metadata_read:
+        notes.append(
+            f"read the capture time, place and camera of {report.metadata_read} photos "
+            "indexed before (nothing re-embedded)"
+        )
     if report.raw_paired:
         notes.append(f"{report.raw_paired} RAW files left out beside their JPEG/HEIC (--raw-too)")
     if report.videos:
