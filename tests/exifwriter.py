@@ -142,9 +142,13 @@ def picture(seed: int = 0, size=(96, 64)) -> Image.Image:
 def write_photo(path: Path, block: bytes | None, seed: int = 0, fmt: str | None = None) -> Path:
     """A photo at `path` in the format its name says, carrying the raw EXIF `block`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = fmt or {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".heic": "HEIF"}.get(
-        path.suffix.lower()
-    )
+    fmt = fmt or {
+        ".jpg": "JPEG",
+        ".png": "PNG",
+        ".webp": "WEBP",
+        ".heic": "HEIF",
+        ".avif": "AVIF",
+    }.get(path.suffix.lower())
     if fmt == "HEIF":
         import pillow_heif
 

