@@ -214,7 +214,7 @@ class Library:
         after: str | None = None,
         before: str | None = None,
         near: str | None = None,
-        km: float | None = None,
+        km: float | str | None = None,
         camera: str | None = None,
         sort: str = "score",
         filters: Filters | None = None,
@@ -482,7 +482,7 @@ def _filters(
     after: str | None = None,
     before: str | None = None,
     near: str | None = None,
-    km: float | None = None,
+    km: float | str | None = None,
     camera: str | None = None,
 ) -> Filters:
     if filters is None:

@@ -79,7 +79,20 @@ def query(
             show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview)
             found = bool(hits)
     if not found:
+        if filters.active:
+            _note_unread_metadata(library)
         raise typer.Exit(EXIT_NONE)
+
+
+def _note_unread_metadata(library) -> None:
+    """Nothing matched a filter: say so when photos indexed by an older clipsearch have not
+    had their metadata read yet (the next `index` reads it)."""
+    from ..storage import photometa
+
+    with open_library(library) as lib:
+        missing = photometa.count_missing(lib.store.conn)
+    if missing > 0:
+        warn(f"{missing} photos have no date, place or camera yet: run `clipsearch index`")
 
 
 def _filters(after, before, near, km, camera, sort):

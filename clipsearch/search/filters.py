@@ -124,10 +124,13 @@ def _period_edge(year: str, month: str | None, day: str | None, *, end: bool) ->
     return dt.datetime(y, last_month, last_day, 23, 59, 59)
 
 
-def parse_near(text: str, km: float | None, say: Callable[[str], None] | None = None) -> Circle:
+def parse_near(
+    text: str, km: float | str | None, say: Callable[[str], None] | None = None
+) -> Circle:
     """'Lisbon' or '38.72,-9.13' with a radius; a name is looked up in the gazetteer and the
-    place it picked is said on stderr, since a name can mean more than one town."""
-    radius = DEFAULT_KM if km is None else km
+    place it picked is said on stderr, since a name can mean more than one town.  The radius
+    may come as text (a web form's field)."""
+    radius = DEFAULT_KM if km is None else _number(km)
     if not (0 < radius <= 20_100):
         raise ClipsearchError(f"--km must be between 0 and 20100 (half the Earth), not {km}")
     from . import places
@@ -141,12 +144,22 @@ def parse_near(text: str, km: float | None, say: Callable[[str], None] | None = 
     return Circle(place.lat, place.lon, radius, place.label)
 
 
+def _number(km: float | str) -> float:
+    try:
+        value = float(km)
+    except ValueError:
+        raise ClipsearchError(f"--km takes a number of kilometres, not {km!r}") from None
+    if not math.isfinite(value):
+        raise ClipsearchError(f"--km takes a number of kilometres, not {km!r}")
+    return value
+
+
 def make_filters(
     *,
     after: str | None = None,
     before: str | None = None,
     near: str | None = None,
-    km: float | None = None,
+    km: float | str | None = None,
     camera: str | None = None,
     say: Callable[[str], None] | None = None,
 ) -> Filters:

@@ -69,9 +69,9 @@ class Columns:
 
         near = filters.near
         low, high, lons = near.box()
-        box = (self.lat >= low) & (self.lat <= high)
-        box &= np.logical_or.reduce([(self.lon >= w) & (self.lon <= e) for w, e in lons])
-        inside = np.flatnonzero(box)
+        inside = np.flatnonzero((self.lat >= low) & (self.lat <= high))  # the latitude band
+        lon = self.lon[inside]
+        inside = inside[np.logical_or.reduce([(lon >= w) & (lon <= e) for w, e in lons])]
         close = distance_km(near.lat, near.lon, self.lat[inside], self.lon[inside]) <= near.km
         mask = np.zeros(len(self.ids), dtype=bool)
         mask[inside[close]] = True

@@ -275,7 +275,8 @@ def test_backfill_of_an_older_library(tmp_path, tiny_checkpoint):
     downgrade_to_format_1(lib / "library.db")
     ids_before = sqlite3.connect(lib / "library.db").execute("SELECT id FROM files").fetchall()
     # Queries on the old library work (no metadata yet), and the format is migrated.
-    assert listing(lib, "--camera", "iphone")[1].exit_code == 1
+    old = listing(lib, "--camera", "iphone")[1]
+    assert old.exit_code == 1 and "run `clipsearch index`" in old.stderr
     result = cli("index", "--library", lib)
     assert f"indexed 0, unchanged {len(photos)}," in result.stderr
     assert f"read the capture time, place and camera of {len(photos)} photos" in result.stderr

@@ -147,6 +147,9 @@ def test_make_filters_checks() -> None:
         make_filters(near="100,2")
     with pytest.raises(ClipsearchError, match="--camera needs"):
         make_filters(camera="  ")
+    assert make_filters(near="1,2", km="5").near.km == 5  # as a web form sends it
+    with pytest.raises(ClipsearchError, match="--km takes a number"):
+        make_filters(near="1,2", km="five")
     same_day = make_filters(after="2024-06-15", before="2024-06-15")
     assert same_day.after.moment < same_day.before.moment
 
