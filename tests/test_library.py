@@ -46,7 +46,8 @@ def test_public_names_import_lazily_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "ClipsearchError", "DupeGroup", "Hit", "IndexReport", "Library", "__version__"
+        "ClipsearchError", "DupeGroup", "Hit", "IndexReport", "Library", "PhotoDetails",
+        "__version__",
     ]  # fmt: skip
     with pytest.raises(AttributeError):
         clipsearch.Nothing  # noqa: B018
