@@ -63,6 +63,7 @@ def run(
     device: str,
     batch_size: int | None,
     workdir: Path | None,
+    backfill: int = 10_000,
 ) -> dict:
     """Measure indexing speed, its ceiling and its baseline, and the draft decode's fidelity.
 
@@ -88,7 +89,7 @@ def run(
         naive_ips = _naive_ips(encoder, paths, batch)
         megapixels = _mean_megapixels(paths)
         metadata_ms = read_cost_ms(_sample(paths))
-        backfill = backfill_seconds(work)
+        backfilled = backfill_seconds(work, backfill)
     return {
         "model": model,
         "pretrained": pretrained,
@@ -108,7 +109,7 @@ def run(
         "index_seconds": round(indexed["seconds"], 3),
         "metadata_ms": metadata_ms,
         "metadata_share": round(metadata_ms / (1000 * indexed["seconds"] / len(paths)), 5),
-        **backfill,
+        **backfilled,
     }
 
 

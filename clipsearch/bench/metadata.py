@@ -7,6 +7,7 @@ model), so the figures include parsing all of it and naming each photo's nearest
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -62,9 +63,11 @@ def backfill_seconds(work: Path, count: int = BACKFILL_PHOTOS) -> dict[str, floa
     from ..model.spec import ModelSpec
     from ..storage.db import Store
 
-    folder = work / "backfill"
+    folder, library = work / "backfill", work / "backfill-library"
+    for old in (folder, library):  # a kept work folder is measured afresh
+        shutil.rmtree(old, ignore_errors=True)
     paths = _tiny_photos(folder, count)
-    store = Store.open(work / "backfill-library", create=True)
+    store = Store.open(library, create=True)
     try:
         store.record_model(ModelSpec("bench", "none"), 4)
         store.begin()
@@ -76,7 +79,7 @@ def backfill_seconds(work: Path, count: int = BACKFILL_PHOTOS) -> dict[str, floa
         store.close()
     figures = {}
     for name in ("backfill_s", "reindex_after_backfill_s"):
-        with Library.open(work / "backfill-library") as lib:
+        with Library.open(library) as lib:
             started = time.perf_counter()
             report = lib.index([folder])
             figures[name] = round(time.perf_counter() - started, 2)

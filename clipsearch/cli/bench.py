@@ -37,12 +37,17 @@ def bench_index(
     workdir: Annotated[
         Path | None, typer.Option(help="Keep generated photos and library here [default: temp]")
     ] = None,
+    backfill: Annotated[
+        int, typer.Option(min=1, help="Photos whose metadata backfill is timed")
+    ] = 10_000,
     json_out: JsonOpt = False,
 ) -> None:
     """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity."""
     from ..bench.index import print_table, run
 
-    result = run(synthetic, megapixels, images, model, pretrained, device, batch_size, workdir)
+    result = run(
+        synthetic, megapixels, images, model, pretrained, device, batch_size, workdir, backfill
+    )
     if json_out:
         print_json(result)
     else:

@@ -287,7 +287,7 @@ def find_place(text: str) -> Place:
     suggestions = gazetteer().close_names(name)
     hint = f"did you mean {_quoted(suggestions)}? " if suggestions else ""
     raise ClipsearchError(
-        f"unknown place {text!r}: {hint}Places of 5,000+ people are known; "
+        f"unknown place {text!r}: {hint}towns of 5,000+ people are known by name; "
         "or give coordinates, e.g. --near 38.72,-9.13"
     )
 

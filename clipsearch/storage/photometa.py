@@ -5,8 +5,10 @@ belongs to the version whose vector is stored; a trigger drops it with the file.
 every field NULL still means "read, nothing found", which is what lets a re-index tell the
 files it has read from those indexed before metadata existed (the backfill).
 
-Filters run over a numpy copy of these columns (storage/metacolumns.py); the SQLite indexes
-on capture time and (latitude, longitude) serve `status` and keep range reads cheap.
+Filters run over a numpy copy of these columns (storage/metacolumns.py), which answers a
+bounding box or a date range over a million photos in milliseconds, where SQLite handed the
+matching rows to Python at 1-3 µs each.  The index on capture time serves `status`'s date
+range and the backfill's search for undated rows.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ CREATE TABLE IF NOT EXISTS photo_meta (
     place TEXT
 );
 CREATE INDEX IF NOT EXISTS photo_meta_taken ON photo_meta(taken);
-CREATE INDEX IF NOT EXISTS photo_meta_place ON photo_meta(lat, lon);
 CREATE TRIGGER IF NOT EXISTS files_drop_meta AFTER DELETE ON files
 BEGIN DELETE FROM photo_meta WHERE file_id = old.id; END;
 """

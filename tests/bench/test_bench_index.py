@@ -34,12 +34,18 @@ KEYS = {
     "batch_size": int,
     "workers": int,
     "torch_threads": int,
+    "metadata_ms": float,
+    "metadata_share": float,
+    "backfill_s": float,
+    "reindex_after_backfill_s": float,
+    "backfill_photos": int,
 }
 
 
 @pytest.mark.slow  # model loads and real index runs
 def test_bench_index_reports_every_figure(tmp_path: Path) -> None:
     args = ["bench", "index", "--synthetic", "6", "--megapixels", "0.3", "--model", TINY]
+    args += ["--backfill", "50"]
     for _ in range(2):  # a kept work folder is indexed afresh each time
         result = CliRunner().invoke(app, [*args, "--workdir", str(tmp_path), "--json"])
         assert result.exit_code == 0, result.output
@@ -55,6 +61,7 @@ def test_bench_index_reports_every_figure(tmp_path: Path) -> None:
     assert report["psnr_db"] is None or report["psnr_db"] >= 30
     assert 0.99 <= report["cosine"] <= 1.0 + 1e-6
     assert report["workers"] >= 1 and report["torch_threads"] >= 1
+    assert report["backfill_photos"] == 50 and 0 < report["metadata_share"] < 1
 
 
 @pytest.mark.parametrize(("count", "batch"), [(0, 32), (3, 32), (100, 32), (1000, 256), (9, 2)])
