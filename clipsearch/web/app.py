@@ -280,8 +280,8 @@ class Found:
 def _search_job(lib: Library, terms, vectors, params: SearchParams, page: bool) -> Found:
     """One lane job: the search, plus the ids of its photos and of the query's image terms."""
     found = _chips_job(lib, terms, page)
-    if not terms and not vectors:
-        return found
+    if not terms and not vectors and not params.filters:
+        return found  # an empty search box; filters alone list photos, as on the CLI
     first, add, sub = querytext.split_for_search(terms)
     found.hits = lib.search(
         *first,
@@ -359,11 +359,18 @@ def _hit_card(hit, photo_id: int | None, params: SearchParams) -> pages.Card:
     return pages.Card(
         photo_id=photo_id,
         path=hit.path,
-        label=f"{hit.score:.3f}",
+        label=_score_label(hit),
         score=hit.score,
         facts=hit_facts(hit),
         **links,
     )
+
+
+def _score_label(hit) -> str:
+    """The score; in a listing by filters alone there is none, so the capture date instead."""
+    if hit.score is not None:
+        return f"{hit.score:.3f}"
+    return (hit.taken or "")[:10]
 
 
 def _path_term(path: str) -> str | None:

@@ -624,3 +624,17 @@ def test_new_commits_show_up_without_restart_and_without_the_lock(tmp_path, tiny
             asker.start()
             asker.join(timeout=60)
         assert answered.is_set()
+
+
+def test_filters_without_words_list_matching_photos(tmp_path, tiny_checkpoint):
+    """As `clipsearch query --after 2024` does: a date filter alone is a listing, not nothing."""
+    from exifwriter import exif_block, write_photo
+
+    photos, lib_dir = tmp_path / "Photos", tmp_path / "lib"
+    write_photo(photos / "old.jpg", exif_block(taken="2019:05:01 10:00:00"), seed=1)
+    write_photo(photos / "new.jpg", exif_block(taken="2024:07:14 18:03:22"), seed=2)
+    with Library.open(lib_dir, model=TINY, pretrained=str(tiny_checkpoint), create=True) as lib:
+        lib.index([photos])
+    with make_client(lib_dir) as c:
+        found = cards(c.get("/results", params={"after": "2024"}).text)
+    assert [Path(card["path"]).name for card in found] == ["new.jpg"]
