@@ -532,3 +532,60 @@ def test_normalise_root_rejects_what_is_not_a_folder(
 
     assert caught.value.exit_code == 2
     assert "\n" not in str(caught.value)
+
+
+def _scan_bounded(root: Path, memory_mb: int = 1024, timeout: float = 60) -> dict[str, str]:
+    """Scan in a child with a memory cap and a timeout, so a hang or a runaway read fails the
+    test instead of hurting the machine; returns the problems by path relative to root."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({memory_mb << 20}, {memory_mb << 20}))\n"
+        "from clipsearch.indexing.scan import scan\n"
+        "result = scan([sys.argv[1]])\n"
+        "print(json.dumps({'files': [f.path for f in result.files],"
+        " 'problems': dict(result.problems)}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout)
+    assert [os.path.relpath(p, root) for p in answer["files"]] == ["a.jpg"]
+    return {os.path.relpath(path, root): why for path, why in answer["problems"].items()}
+
+
+def test_fifo_clipsearchignore_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".clipsearchignore")
+    touch(tmp_path / "a.jpg")
+
+    problems = _scan_bounded(tmp_path, timeout=30)
+
+    assert problems == {".clipsearchignore": "ignore file not used: not a regular file"}
+
+
+@pytest.mark.slow
+def test_clipsearchignore_linked_to_dev_zero_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
+    (tmp_path / ".clipsearchignore").symlink_to("/dev/zero")
+    touch(tmp_path / "a.jpg")
+
+    problems = _scan_bounded(tmp_path, memory_mb=1024, timeout=60)
+
+    assert problems == {".clipsearchignore": "ignore file not used: not a regular file"}
+
+
+def test_huge_clipsearchignore_is_skipped(tmp_path: Path) -> None:
+    with open(tmp_path / ".clipsearchignore", "wb") as f:
+        f.truncate(8 << 30)  # sparse: 8 GiB long, no disk used
+    touch(tmp_path / "a.jpg")
+
+    problems = _scan_bounded(tmp_path, memory_mb=1024, timeout=60)
+
+    assert problems == {".clipsearchignore": "ignore file not used: larger than 1024 KiB"}
