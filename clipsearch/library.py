@@ -394,11 +394,11 @@ class Library:
         stored = self.store.vector_of(path, st.st_size, st.st_mtime_ns)
         if stored is not None:
             return stored
-        from .photos.decode import load_image
+        from .photos.decode import default_max_pixels, load_image
 
         encoder = self.encoders.get(IMAGE)
         try:
-            image = load_image(path, min_side=encoder.image_size)
+            image = load_image(path, min_side=encoder.image_size, max_pixels=default_max_pixels())
         except ImageError as exc:
             raise ClipsearchError(f"cannot read image {path}: {exc}") from exc
         return encode_image(encoder, image)

@@ -21,6 +21,9 @@ from ..photos.metadata import PhotoMeta
 from .scan import FoundFile, fingerprint
 
 DISAPPEARED = "file disappeared while indexing"
+# Recorded for a file whose decoding killed its worker process twice (the OOM killer, a
+# decoder crash): remembered like any bad file, so later runs do not try it again.
+WORKER_DIED = "decoding crashed (the worker process died, perhaps out of memory)"
 
 
 @dataclass(frozen=True)
@@ -55,18 +58,35 @@ class Decoded:
 
 
 class PhotoDataset:
-    """Index-addressable decoding of files, run inside DataLoader workers."""
+    """Index-addressable decoding of files, run inside DataLoader workers.
 
-    def __init__(self, files: Sequence[FoundFile], preprocess, min_side: int, max_pixels) -> None:
+    `busy`, when given, is a shared array with one slot per worker holding the index of the
+    file that worker is decoding (-1 when idle): if a worker dies, those are the suspects.
+    """
+
+    def __init__(
+        self, files: Sequence[FoundFile], preprocess, min_side: int, max_pixels, busy=None
+    ) -> None:
         self.files = files
         self.preprocess = preprocess
         self.min_side = min_side
         self.max_pixels = max_pixels
+        self.busy = busy
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Decoded:
+        slot = _worker_slot() if self.busy is not None else None
+        if slot is not None:
+            self.busy[slot] = i
+        try:
+            return self._decode(i)
+        finally:
+            if slot is not None:
+                self.busy[slot] = -1
+
+    def _decode(self, i: int) -> Decoded:
         from ..photos.decode import load_image_and_metadata
 
         found = self.files[i]
@@ -85,6 +105,13 @@ class PhotoDataset:
         except OSError as exc:
             return Decoded(found.path, st.st_size, st.st_mtime_ns, "", None, _os_reason(exc))
         return Decoded(found.path, st.st_size, st.st_mtime_ns, mark, tensor, None, meta)
+
+
+def _worker_slot() -> int | None:
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return None if info is None else info.id
 
 
 def _os_reason(exc: OSError) -> str:
@@ -175,26 +202,73 @@ def embed_files(
     """Yield one list of outcomes per batch, in file order within each batch.
 
     The batch size defaults by device here, once the encoder is loaded: deciding it earlier
-    would load the model even when nothing needs embedding.
+    would load the model even when nothing needs embedding. When a decode worker dies, the
+    files it was decoding are tried again one at a time in a fresh worker; one that kills
+    that too is a Failed with WORKER_DIED, and the rest of the run goes on.
     """
     import torch
-    from torch.utils.data import DataLoader
 
     plan = worker_plan(encoder.device)
     workers = plan.workers if workers is None else workers
     torch.set_num_threads(plan.threads)
-    dataset = PhotoDataset(files, encoder.preprocess, encoder.image_size, max_pixels)
+    size = batch_size or default_batch_size(encoder.device)
+    remaining = list(files)
+    while remaining:
+        done, suspects = yield from _embed_until_a_worker_dies(
+            remaining, encoder, size, max_pixels, workers
+        )
+        if not suspects:
+            return
+        yield [_embed_alone(remaining[i], encoder, max_pixels) for i in sorted(suspects)]
+        remaining = [f for i, f in enumerate(remaining) if i >= done and i not in suspects]
+
+
+def _embed_until_a_worker_dies(files, encoder, size, max_pixels, workers):
+    """Run one DataLoader over files; returns (files yielded, indices being decoded by workers
+    when one died), the latter empty when the loader finished."""
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    busy = multiprocessing.Array("q", [-1] * workers, lock=False) if workers else None
+    dataset = PhotoDataset(files, encoder.preprocess, encoder.image_size, max_pixels, busy)
     loader = DataLoader(
         dataset,
-        batch_sampler=ramped_batches(len(files), batch_size or default_batch_size(encoder.device)),
+        batch_sampler=ramped_batches(len(files), size),
         num_workers=workers,
         collate_fn=_collate,
         worker_init_fn=_init_worker if workers else None,
         prefetch_factor=2 if workers else None,
         pin_memory=encoder.device == "cuda",
     )
-    for batch, items in loader:
+    batches, done = iter(loader), 0
+    while True:
+        try:
+            batch, items = next(batches)
+        except StopIteration:
+            return done, set()
+        except RuntimeError as exc:
+            if busy is None or not _worker_died(exc):
+                raise
+            suspects = {i for i in busy if i >= done}
+            del batches  # shuts the other workers down
+            # A death between two files leaves no slot set: blame the next file, never loop.
+            return done, suspects or {done}
+        done += len(items)
         yield _embed_batch(batch, items, encoder)
+
+
+def _worker_died(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed" in text)
+
+
+def _embed_alone(found: FoundFile, encoder: ImageEncoder, max_pixels) -> Embedded | Failed:
+    """One suspect file in a worker of its own: its outcome, or WORKER_DIED if it dies again."""
+    outcomes: list[Embedded | Failed] = []
+    for batch in _embed_until_a_worker_dies([found], encoder, 1, max_pixels, 1):
+        outcomes += batch
+    return outcomes[0] if outcomes else Failed(found.path, found.size, found.mtime_ns, WORKER_DIED)
 
 
 def _embed_batch(batch, items: list[Decoded], encoder: ImageEncoder) -> list[Embedded | Failed]:

@@ -36,6 +36,13 @@ Image.MAX_IMAGE_PIXELS = None
 # pattern fell to 39 dB). A margin of 2 (1/4 scale) gives 52 dB but costs ~16% more CPU.
 DRAFT_MARGIN = 1.65
 
+# With a min_side, the long side is cut (centred) to at most this many times the short side
+# before any resize. A model that resizes the short side and centre-crops a square sees the
+# same pixels; without the cut a 1 x 100000 PNG (475 bytes, 0.1 MP) became 224 x 22.4M pixels
+# (over 12 GB) in the model's resize. 16:1 leaves every real panorama whole (a full 360-degree
+# strip is about 8:1) and bounds the resized image to 224 x 3584 pixels (2.4 MB).
+MAX_ASPECT = 16
+
 # Without a min_side, a RAW file's embedded JPEG preview is used when its short side reaches this.
 RAW_PREVIEW_MIN_SIDE = 1024
 
@@ -272,6 +279,7 @@ def _decode(
         orientation = _exif_orientation(im)
     im = _to_8bit(im)
     if min_side:
+        im, full_size = _cut_extreme_aspect(im, full_size, scale)
         im = _shrink(im, full_size, scale, min_side)
     return _orient(_flatten(_to_srgb(im)), orientation)
 
@@ -285,6 +293,25 @@ def _check_size(size: tuple[int, int], max_pixels: int | None) -> None:
             f"image is {_megapixels(width * height)} megapixels, over the "
             f"{_megapixels(max_pixels)}-megapixel limit (--max-megapixels)"
         )
+
+
+def _cut_extreme_aspect(
+    im: Image.Image, full_size: tuple[int, int], scale: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Centre-cut the long side to MAX_ASPECT x the short one; returns the image and the
+    full-resolution size it now stands for (what _shrink needs)."""
+    width, height = im.size
+    short = min(width, height)
+    keep = MAX_ASPECT * short
+    if max(width, height) <= keep:
+        return im, full_size
+    if width > height:
+        left = (width - keep) // 2
+        im = im.crop((left, 0, left + keep, height))
+    else:
+        top = (height - keep) // 2
+        im = im.crop((0, top, width, top + keep))
+    return im, (im.size[0] * scale, im.size[1] * scale)
 
 
 def _megapixels(pixels: int) -> str:
@@ -470,7 +497,10 @@ def _load_raw(fp: IO[bytes], ext: str, min_side: int | None, max_pixels: int | N
             return preview
         pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
     image = Image.fromarray(np.ascontiguousarray(pixels))  # LibRaw already applied the flip
-    return _shrink(image, image.size, 1, min_side) if min_side else image
+    if not min_side:
+        return image
+    image, size = _cut_extreme_aspect(image, image.size, 1)
+    return _shrink(image, size, 1, min_side)
 
 
 def _raw_preview(

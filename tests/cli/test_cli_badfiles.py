@@ -247,3 +247,36 @@ def test_a_folder_unreadable_for_a_while_keeps_its_photos(
     healed, _ = index_json()
     assert (healed["removed"], healed["unchanged"], healed["skipped"]) == (0, 2, 0)
     assert json.loads(cli("status", "--errors", "--json").stdout) == []
+
+
+@pytest.mark.slow
+def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
+    tmp_path, home, tiny_checkpoint, monkeypatch
+):
+    """A worker killed mid-decode (the OOM killer's way) used to end the run in a
+    'DataLoader worker exited unexpectedly' traceback, and every later run did the same."""
+    import signal
+
+    from clipsearch.indexing import pipeline
+
+    root = tmp_path / "Photos"
+    for seed in range(6):
+        save_photo(root / f"p{seed}.jpg", seed=seed)
+    save_photo(root / "killer.jpg", seed=9)
+    real = imaging.load_image_and_metadata
+
+    def die_on_killer(path, **kwargs):
+        if Path(path).name == "killer.jpg":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(imaging, "load_image_and_metadata", die_on_killer)
+    monkeypatch.setattr(pipeline, "worker_plan", lambda device: pipeline.WorkerPlan(1, 1))
+    summary, stderr = index_json(root, "--model", TINY, "--pretrained", tiny_checkpoint)
+
+    assert summary["indexed"] == 6 and summary["skipped"] == 1, stderr
+    assert [(Path(e["path"]).name, e["reason"]) for e in summary["errors"]] == [
+        ("killer.jpg", pipeline.WORKER_DIED)
+    ]
+    again, _ = index_json()
+    assert again["indexed"] == 0 and again["unchanged"] == 6 and again["errors"] == []

@@ -611,3 +611,60 @@ def test_default_max_pixels_follows_memory(monkeypatch: pytest.MonkeyPatch) -> N
     assert default_max_pixels() == 64_000_000
     monkeypatch.setattr(imaging, "_available_memory", lambda: 10**13)
     assert default_max_pixels() == 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt"), [((1, 100_000), "PNG"), ((100_000, 1), "PNG"), ((65_000, 2), "JPEG")]
+)
+def test_extreme_aspect_ratio_is_cut_before_any_resize(
+    tmp_path: Path, size: tuple[int, int], fmt: str
+) -> None:
+    """A 475-byte 1 x 100000 PNG became 224 x 22.4M pixels (12 GB) in the model's resize."""
+    path = tmp_path / f"strip.{fmt.lower()}"
+    Image.new("RGB", size, RED).save(path, fmt)
+
+    image = load_image(path, min_side=224, max_pixels=10**6)
+
+    assert max(image.size) <= imaging.MAX_ASPECT * min(image.size)
+    assert image.getpixel((0, 0))[0] > 180
+
+
+def test_panorama_within_the_aspect_limit_is_not_cut(tmp_path: Path) -> None:
+    path = tmp_path / "pano.png"
+    Image.new("RGB", (1600, 200), RED).save(path)
+
+    assert load_image(path, min_side=100).size == (1600, 200)
+
+
+@pytest.mark.slow
+def test_strip_image_decodes_and_preprocesses_in_bounded_memory(tmp_path: Path) -> None:
+    """End to end through open_clip's resize and centre crop, in a child allowed 2 GB more."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (1, 100_000), RED).save(path)
+    code = (
+        "import resource, sys\n"
+        "from torchvision import transforms as T\n"
+        "from clipsearch.photos.decode import load_image\n"
+        "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + (2 << 30), used + (2 << 30)))\n"
+        "image = load_image(sys.argv[1], min_side=224, max_pixels=10**6)\n"
+        "tensor = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])(image)\n"
+        "print(tuple(tensor.shape))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+        },
+    )
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert out.stdout.strip() == "(3, 224, 224)"
