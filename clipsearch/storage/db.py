@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import ClipsearchError
 from ..model.spec import ModelSpec
 from . import photometa
-from .layout import Layout
+from .layout import Layout, is_own_name
 
 # 2: photo metadata (capture time, place, camera) in photo_meta; a format-1 library gets the
 # table when opened and its rows on the next `index`, without re-embedding anything.
@@ -119,6 +119,7 @@ class Store:
                     "(or pass --library)"
                 )
             _make_private_dir(directory)
+            create_private_file(db)
         try:
             conn = sqlite3.connect(db, isolation_level=None, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -465,12 +466,58 @@ def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.nda
 
 
 def _make_private_dir(directory: Path) -> None:
-    """Create the library folder readable by its owner only (photos say a lot about people)."""
+    """Create the library folder readable by its owner only (photos say a lot about people).
+
+    A folder that already exists is never chmodded (a shared 1777 folder lost its sticky
+    bit, and `--library /` changed `/`), and is used only when empty or holding nothing but
+    library files: anything else means --library points at the wrong place.
+    """
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(directory, 0o700)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
+        return
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise ClipsearchError(
             f"cannot create the library folder {directory}: {exc.strerror}; "
             "choose another with --library or $CLIPSEARCH_HOME"
+        ) from exc
+    _check_adoptable(directory)
+
+
+def _check_adoptable(directory: Path) -> None:
+    """Refuse an existing path that is not a folder, or a folder holding foreign files."""
+    try:
+        strangers = sorted(name for name in os.listdir(directory) if not is_own_name(name))
+    except NotADirectoryError:
+        raise ClipsearchError(
+            f"the library path {directory} is a file, not a folder: "
+            "choose another with --library or $CLIPSEARCH_HOME"
+        ) from None
+    except OSError as exc:
+        raise ClipsearchError(
+            f"cannot use the library folder {directory}: {exc.strerror}; "
+            "choose another with --library or $CLIPSEARCH_HOME"
+        ) from exc
+    if strangers:
+        example = os.path.join(directory, "clipsearch")
+        raise ClipsearchError(
+            f"{directory} is not empty and is not a clipsearch library "
+            f"({len(strangers)} other entries, such as {strangers[0]!r}): pass --library "
+            f"with a new or empty folder, such as {example}"
+        )
+
+
+def create_private_file(path: Path) -> None:
+    """Create the database owner-only before SQLite does (it would use the umask, often
+    0644); SQLite gives its -wal and -shm files the database's own mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ClipsearchError(
+            f"cannot create the library database {path}: {exc.strerror}; "
+            "choose another folder with --library or $CLIPSEARCH_HOME"
         ) from exc

@@ -25,6 +25,18 @@ _INDEX_GLOB = "vectors-*.faiss"
 _INDEX_TEMP_GLOB = ".vectors-*.tmp"  # what an interrupted atomic save leaves behind
 _GENERATION = re.compile(r"vectors-(\d+)\.faiss$")
 _META_COLUMNS_GLOB = "photometa-*.npz"
+# Every name clipsearch may leave in its folder, temporary ones included: a folder holding
+# anything else is not a library, and is never adopted as one.
+_OWN_NAME = re.compile(
+    r"(library\.db(-wal|-shm|-journal|\.salvage.*|\.damaged-.*)?"
+    r"|vectors-\d+\.faiss|photometa-[\d-]+\.npz|\..+\.tmp|\.(text|image)\.tmp-.*"
+    r"|text|image|thumbnails|galleries|write\.lock)"
+)
+
+
+def is_own_name(name: str) -> bool:
+    """True for a name clipsearch itself creates inside a library folder."""
+    return _OWN_NAME.fullmatch(name) is not None
 
 
 def default_home() -> Path:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from ..errors import ClipsearchError
 from ..fsutil import fsync_path
 from . import photometa
-from .db import SCHEMA, SCHEMA_VERSION, Store, explain, table_columns
+from .db import SCHEMA, SCHEMA_VERSION, Store, create_private_file, explain, table_columns
 from .layout import Layout
 from .lock import write_lock
 from .vectorfile import rebuild_index
@@ -71,6 +71,7 @@ def _salvage(db: Path) -> list[str]:
     """Copy what can be read into a fresh database, keep the damaged one, swap them."""
     fresh = Layout(db.parent).salvage
     fresh.unlink(missing_ok=True)
+    create_private_file(fresh)
     try:
         counts, notes = _copy_readable(db, fresh)
     except BaseException:

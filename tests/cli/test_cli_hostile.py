@@ -1,0 +1,101 @@
+"""Hostile input from issue 18: nothing hangs, nothing eats the machine, and nothing that is
+not clipsearch's own is changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import TINY, save_photo
+from typer.testing import CliRunner
+
+from clipsearch.cli import app
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_error_line(result, *fragments: str) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    root = tmp_path / "Photos"
+    for seed in range(3):
+        save_photo(root / f"p{seed}.jpg", seed=seed)
+    return root
+
+
+def model(checkpoint: Path) -> tuple[str, ...]:
+    return ("--model", TINY, "--pretrained", str(checkpoint))
+
+
+# -- High 3: the library folder --------------------------------------------------------------
+
+
+def test_an_existing_shared_folder_keeps_its_mode_and_gets_private_files(
+    tmp_path, photos, tiny_checkpoint
+):
+    """A shared 1777 folder given as --library lost its sticky bit and became 700."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+
+    result = cli("index", photos, "--library", shared, *model(tiny_checkpoint), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    for entry in shared.iterdir():
+        assert entry.stat().st_mode & 0o077 == 0, entry.name
+
+
+def test_a_new_library_folder_is_private(tmp_path, photos, tiny_checkpoint):
+    library = tmp_path / "new" / "lib"
+    result = cli("index", photos, "--library", library, *model(tiny_checkpoint))
+
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE(library.stat().st_mode) == 0o700
+    assert stat.S_IMODE((library / "library.db").stat().st_mode) == 0o600
+
+
+def test_a_non_empty_folder_that_is_not_a_library_is_refused_untouched(tmp_path, photos):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    folder.chmod(0o755)
+    (folder / "taxes.pdf").write_bytes(b"%PDF")
+
+    result = cli("index", photos, "--library", folder)
+
+    one_error_line(result, f"{folder} is not empty and is not a clipsearch library", "--library")
+    assert sorted(os.listdir(folder)) == ["taxes.pdf"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_a_file_as_library_is_refused(tmp_path, photos):
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+
+    one_error_line(cli("index", photos, "--library", file), "is a file, not a folder")
+
+
+def test_a_library_whose_database_was_lost_is_still_adopted(tmp_path, photos, tiny_checkpoint):
+    library = tmp_path / "lib"
+    assert cli("index", photos, "--library", library, *model(tiny_checkpoint)).exit_code == 0
+    for name in ("library.db", "library.db-wal", "library.db-shm"):
+        (library / name).unlink(missing_ok=True)
+
+    again = cli("index", photos, "--library", library, *model(tiny_checkpoint), "--json")
+
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["indexed"] == 3
