@@ -417,6 +417,26 @@ class Library:
             raise ClipsearchError(f"cannot read that image: {exc}") from exc
         return encode_image(encoder, image)
 
+    def evaluate(
+        self, captions: os.PathLike | str, images: os.PathLike | str | None = None
+    ) -> dict:
+        """Recall@1/5/10 and median rank of this library's model on a captioned set (a
+        Flickr8k-style `image,caption` CSV or a COCO captions JSON), text→image and
+        image→text, so a model can be judged on your own photos before you choose it."""
+        from .evaluate import captions as captionsets
+        from .evaluate import metrics, run
+
+        data = captionsets.read_captions(captions, images)
+        vectors = run.image_vectors(
+            data.images, run.stored_lookup(self.store), lambda: self.encoders.get(INDEX)
+        )
+        texts = run.text_vectors(data.captions, self.embed_texts)
+        return {
+            "model": self.spec.name,
+            "pretrained": self.spec.pretrained,
+            **metrics.retrieval_metrics(texts, vectors, data.image_of),
+        }
+
     # -- photos by id ---------------------------------------------------------------------
 
     @property

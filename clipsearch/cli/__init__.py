@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, ClipsearchError, warn
-from . import bench, dupes, index, manage, search, serve
+from . import bench, dupes, evaluate, index, manage, models, search, serve
 
 # typer vendors click privately and exports only BadParameter; its base class is the
 # UsageError that every command-line parsing error raises.
@@ -100,6 +100,8 @@ app.command()(manage.status)
 app.command()(manage.forget)
 app.command()(manage.repair)
 app.command()(serve.serve)
+app.command("eval")(evaluate.evaluate)
+app.command()(models.models)
 bench_app = typer.Typer(
     no_args_is_help=True, help="Measure indexing and search speed on this machine"
 )

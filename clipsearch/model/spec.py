@@ -9,12 +9,15 @@ answer in seconds.  Nothing here imports torch, so these checks are cheap.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ClipsearchError, ModelUnavailable
 from ..fsutil import absolute
@@ -51,6 +54,7 @@ def choose_model(recorded: ModelSpec | None, model: str | None, pretrained: str 
     if recorded is None:
         if model is None or model == DEFAULT_MODEL.name:
             return normalise(ModelSpec(DEFAULT_MODEL.name, pretrained or DEFAULT_MODEL.pretrained))
+        check_model_name(model)
         if pretrained is None:
             raise ClipsearchError(
                 f"--model {model} needs --pretrained TAG or --pretrained FILE as well"
@@ -99,12 +103,57 @@ def open_clip_module():
     return open_clip
 
 
+def model_configs() -> dict[str, Path]:
+    """open_clip's architecture configs by name, read from its package folder and from
+    $CLIPSEARCH_MODEL_CONFIGS without importing open_clip (which imports torch: seconds), so
+    an unknown or unworkable --model is refused at once."""
+    found = importlib.util.find_spec("open_clip")
+    folders = [Path(p) / "model_configs" for p in (found.submodule_search_locations or [])]
+    extra = [Path(e) for e in filter(None, os.environ.get(CONFIG_ENV, "").split(os.pathsep))]
+    files = [f for d in folders + extra for f in (sorted(d.glob("*.json")) if d.is_dir() else [d])]
+    return {f.stem: f for f in files if f.suffix == ".json"}
+
+
 def check_model_name(name: str) -> None:
-    if name not in open_clip_module().list_models():
+    """An unknown name is refused with the closest known ones; an architecture whose text
+    tower needs a missing package is refused with the package to install."""
+    from .catalog import suggest
+
+    configs = model_configs()
+    if name not in configs and _registered_in_process(name):
+        return
+    if name not in configs:
+        close = suggest(name, list(configs))
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ModelUnavailable(
-            f"unknown model {name!r}: see `python -c 'import open_clip; "
-            "print(open_clip.list_models())'`"
+            f"unknown model {name!r}: {hint}`clipsearch models` lists recommended ones"
         )
+    reason = unworkable(configs[name])
+    if reason:
+        raise ModelUnavailable(f"cannot use {name}: {reason}")
+
+
+def _registered_in_process(name: str) -> bool:
+    """A config added to an already imported open_clip (tests, custom code)."""
+    import sys
+
+    return "open_clip" in sys.modules and name in sys.modules["open_clip"].list_models()
+
+
+def unworkable(config_file: Path) -> str | None:
+    """Why an architecture cannot run here, or None.  Hugging Face text towers (XLM-R,
+    NLLB, RoBERTa) need the transformers package (the `families` extra)."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return f"its config {config_file} is unreadable"
+    text = config.get("text_cfg", {})
+    if text.get("hf_model_name") and importlib.util.find_spec("transformers") is None:
+        return (
+            f"its {text['hf_model_name']} text tower needs the transformers package: "
+            "pip install 'clipsearch[families]'"
+        )
+    return None
 
 
 def tag_config(spec: ModelSpec) -> dict:

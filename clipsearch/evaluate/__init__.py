@@ -1,0 +1,1 @@
+"""`clipsearch eval`: how well the library's model finds your own captioned photos."""
