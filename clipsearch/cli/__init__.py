@@ -98,6 +98,8 @@ app.command()(search.similar)
 app.command()(dupes.dupes)
 app.command()(manage.status)
 app.command()(manage.forget)
+app.command()(manage.move)
+app.command()(manage.purge)
 app.command()(manage.repair)
 app.command()(serve.serve)
 bench_app = typer.Typer(
