@@ -135,8 +135,15 @@ class Library:
         wait: bool = True,
         on_wait: Callable[[str], None] | None = None,
         date_fallback: str = "none",
+        remove_offline: bool = False,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root).
+
+        A root that is offline (missing, empty while photos are indexed under it, or on
+        another device than recorded: see indexing/roots.py) is left alone, its photos kept
+        and listed in `report.offline`; remove_offline=True forgets such roots instead (their
+        vectors retained, see `purge`).  A new file whose size and fingerprint match a
+        retained vector, or a photo indexed under another root, reuses that vector.
 
         date_fallback="mtime" gives photos without a recorded capture time their file's
         modification time (by default they have none: an mtime is often a copy's date)."""
@@ -147,26 +154,49 @@ class Library:
         if date_fallback not in DATE_FALLBACKS:
             raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
 
-        roots = [scanner.normalise_root(p) for p in paths] or self._known_roots()
+        roots = self._targets(paths)
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
+            offline = self.offline_roots(roots)
+            online = [r for r in roots if r not in offline]
+            removed_offline = self._remove_offline(offline) if remove_offline else 0
             scan = scanner.scan(
-                roots, excludes=excludes, default_excludes=default_excludes, raw_too=raw_too
+                online, excludes=excludes, default_excludes=default_excludes, raw_too=raw_too
             )
             report = run_index(
                 self.store,
-                roots,
+                online,
                 scan,
                 lambda: self.encoders.get(INDEX),
                 batch_size=self.batch_size,
                 max_pixels=max_pixels,
                 progress=progress,
                 date_fallback=date_fallback,
+                offline=list(offline),
             )
+            report.removed += removed_offline
+            if not remove_offline:
+                report.offline = [
+                    {"root": r, "reason": why, "photos": self.store.count_under(r)}
+                    for r, why in offline.items()
+                ]
             try:
                 self._refresh_vector_file()
             except KeyboardInterrupt:  # the work is committed; the cache is rebuilt on demand
                 report.interrupted = True
         return report
+
+    def _targets(self, paths: Sequence[os.PathLike | str]) -> list[str]:
+        """The roots a run covers: those named (a known root may be offline), else all."""
+        from .indexing import scan as scanner
+
+        if not paths:
+            return self._known_roots()
+        known = set(self.store.roots())
+        targets = []
+        for p in paths:
+            path = absolute(p)
+            targets.append(path if path in known else scanner.normalise_root(path))
+        return targets
 
     def _known_roots(self) -> list[str]:
         roots = self.store.roots()
@@ -174,7 +204,32 @@ class Library:
             raise ClipsearchError(
                 "nothing to index: give a folder, e.g. `clipsearch index ~/Photos`"
             )
-        return [r for r in roots if os.path.isdir(r)] or roots
+        return roots
+
+    def offline_roots(self, roots: Sequence[str] | None = None) -> dict[str, str]:
+        """The known roots (of `roots`, default all) that are offline, with the reason."""
+        from .indexing.roots import offline_reason
+
+        wanted = None if roots is None else set(roots)
+        found = {}
+        for root in self.store.root_records():
+            if wanted is not None and root.path not in wanted:
+                continue
+            holds = root.path  # asked at once, inside this iteration
+            reason = offline_reason(
+                holds,
+                root.device,
+                lambda: self.store.count_under(holds) > 0,  # noqa: B023
+            )
+            if reason is not None:
+                found[root.path] = reason
+        return found
+
+    def _remove_offline(self, offline: dict[str, str]) -> int:
+        self.store.begin()
+        removed = sum(self.store.forget_root(root) for root in offline)
+        self.store.commit()
+        return removed
 
     def _refresh_vector_file(self) -> None:
         """Bring the caches (FAISS file, metadata columns) up to the last commit; a no-op
@@ -198,6 +253,46 @@ class Library:
             self.store.commit()
             self._refresh_vector_file()
         return removed
+
+    def move(
+        self, old: os.PathLike | str, new: os.PathLike | str, *, wait: bool = True, on_wait=None
+    ) -> int:
+        """Re-point a root, or a folder below one, at the place its photos live now (the
+        NAS path of a laptop folder, a renamed root): ids and vectors are kept, so nothing
+        is embedded again.  `new` must be a folder; outside every root it becomes one.
+        Returns how many photos were re-pointed."""
+        from .indexing.roots import device_of
+        from .indexing.scan import normalise_root
+
+        source, target = absolute(old), normalise_root(new)
+        roots = self.store.roots()
+        if not any(source == r or source.startswith(os.path.join(r, "")) for r in roots):
+            listed = ", ".join(roots) or "none"
+            raise ClipsearchError(
+                f"{old} is not an indexed root nor a folder below one (roots: {listed})"
+            )
+        if source == target:
+            moved = self.store.count_under(source)
+        with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
+            self.store.begin()
+            if source != target:
+                moved = self.store.move_folder(source, target)
+            if source in roots:
+                self.store.rename_root(source, target, device_of(target))
+            elif not any(target == r or target.startswith(os.path.join(r, "")) for r in roots):
+                self.store.add_root(target, device_of(target))
+            self.store.commit()
+            self._refresh_vector_file()
+        return moved
+
+    def purge(self, *, wait: bool = True, on_wait=None) -> int:
+        """Forget the vectors kept for removed files now, not after the retention period;
+        returns how many went."""
+        with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
+            self.store.begin()
+            gone = self.store.expire_retained(days=-1)
+            self.store.commit()
+        return gone
 
     # -- searching ------------------------------------------------------------------------
 
@@ -355,12 +450,15 @@ class Library:
         ids = [i for _, i in pairs]
         paths = self.store.paths_for(ids)
         found = photometa.details(self.store.conn, ids)
+        away = tuple(os.path.join(root, "") for root in self.offline_roots()) if ids else ()
         hits = []
         for score, i in pairs:
             if i not in paths:
                 continue
             d = found.get(i, photometa.NO_DETAILS)
             hit = Hit(len(hits) + 1, score, paths[i], d.taken, d.lat, d.lon, d.place, d.camera)
+            if away and paths[i].startswith(away):
+                hit = dataclasses.replace(hit, available=False)
             hits.append(hit)
         return hits
 
@@ -477,7 +575,9 @@ class Library:
         return {
             "library": str(self.directory),
             "roots": self.store.roots(),
+            "offline": self.offline_roots(),
             "images": self.store.count(),
+            "retained": self.store.count_retained(),
             "model": self.spec.name,
             "pretrained": self.spec.pretrained,
             "dim": self.store.dim(),

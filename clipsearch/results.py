@@ -23,6 +23,7 @@ class Hit:
     lon: float | None = None
     place: str | None = None
     camera: str | None = None
+    available: bool = True  # False while the photo's root is offline (see Library.index)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class IndexReport:
     known_problems: int = 0
     metadata_read: int = 0  # files indexed before metadata existed, read now (no re-embedding)
     interrupted: bool = False
+    reused: int = 0  # new files whose stored vector was reused (nothing embedded)
+    # Roots left alone because they are offline: {"root", "reason", "photos"} each.
+    offline: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -82,4 +86,6 @@ class IndexReport:
             "errors": [{"path": p, "reason": r} for p, r in self.new_problems],
             "interrupted": self.interrupted,
             "metadata_read": self.metadata_read,
+            "reused": self.reused,
+            "offline": self.offline,
         }

@@ -52,6 +52,13 @@ def index(
             help="Capture time of photos that record none: 'none', or 'mtime' (the file's)"
         ),
     ] = "none",
+    remove_offline: Annotated[
+        bool,
+        typer.Option(
+            "--remove-offline",
+            help="Drop the photos of roots that are offline (missing, empty, unmounted)",
+        ),
+    ] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
     library: LibraryOpt = None,
@@ -78,6 +85,7 @@ def index(
             wait=not no_wait,
             on_wait=warn,
             date_fallback=date_fallback,
+            remove_offline=remove_offline,
         )
     for path, reason in report.new_problems:
         from ..output.text import safe_for_terminal

@@ -44,6 +44,31 @@ def forget(
     sys.stderr.write(f"forgot {directory}: {removed} images removed from the library\n")
 
 
+def move(
+    old: Annotated[Path, typer.Argument(help="A root, or a folder below one, as indexed")],
+    new: Annotated[Path, typer.Argument(help="Where those photos are now")],
+    no_wait: NoWaitOpt = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Re-point a root or a folder below one at its new place, without re-embedding.
+
+    Example: clipsearch move ~/Pictures/2019 /mnt/nas/photos/2019
+    """
+    with open_library(library) as lib:
+        moved = lib.move(old, new, wait=not no_wait, on_wait=warn)
+    sys.stderr.write(f"moved {old} to {new}: {moved} photos re-pointed, none re-embedded\n")
+
+
+def purge(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
+    """Forget the vectors kept for removed photos now (otherwise kept for 90 days).
+
+    Example: clipsearch purge
+    """
+    with open_library(library) as lib:
+        gone = lib.purge(wait=not no_wait, on_wait=warn)
+    sys.stderr.write(f"purged {gone} retained vectors of removed photos\n")
+
+
 def repair(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
     """Check the library and fix what is damaged: salvage the database, rebuild the index."""
     from ..library import Library

@@ -8,8 +8,9 @@ query has to load the gazetteer to print a place.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import ClipsearchError
 from ..photos.metadata import PhotoMeta
@@ -43,18 +44,23 @@ def _place_labels(located: list[PhotoMeta]) -> list[str | None]:
         return [None] * len(located)
 
 
-def backfill(store: Store, being_embedded: set[str], commit_seconds: float) -> int:
+def backfill(
+    store: Store, being_embedded: set[str], commit_seconds: float, skip_under: Sequence[str] = ()
+) -> int:
     """Read the metadata of files indexed before it existed: headers only, no model, no
     re-embedding; committed in steps like embedding, so an interrupt keeps what was read.
+    Files below `skip_under` (offline roots) wait for a run that can reach them.
     Returns how many files were read."""
     if photometa.count_missing(store.conn) <= 0:
         return 0  # the common case: two counts, no scan
     from ..photos.metadata import read_metadata
 
+    away = tuple(os.path.join(root, "") for root in skip_under)
+
     todo = [
         (file_id, path)
         for file_id, raw in photometa.missing(store.conn)
-        if (path := decode_path(raw)) not in being_embedded
+        if (path := decode_path(raw)) not in being_embedded and not path.startswith(away)
     ]
     return _in_steps(
         store, todo, lambda part: put(store, _read(part, read_metadata)), commit_seconds

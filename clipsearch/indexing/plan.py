@@ -6,6 +6,7 @@ and no file is opened except to fingerprint a plausible move.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ class Plan:
     known_problems: int
     new_problems: list[tuple[str, str]] = field(default_factory=list)
     stale_errors: list[str] = field(default_factory=list)
+    # New files whose vector is already stored: (file, fingerprint, vector bytes).
+    reuse: list[tuple[FoundFile, str, bytes]] = field(default_factory=list)
 
 
 def plan_changes(store: Store, roots: Sequence[str], scan: ScanResult) -> Plan:
@@ -54,7 +57,39 @@ def plan_changes(store: Store, roots: Sequence[str], scan: ScanResult) -> Plan:
     new = [(p, r) for p, r in scan.problems if p not in errors or errors[p].reason != r]
     known_problems += len(scan.problems) - len(new)
     stale = [p for p in errors if p not in seen and not _covered(p, unreadable)]
-    return Plan(embed, moves, removed, unchanged, known_problems, new, stale)
+    reuse, embed = _match_stored(store, embed, known)
+    return Plan(embed, moves, removed, unchanged, known_problems, new, stale, reuse)
+
+
+def _match_stored(
+    store: Store, fresh: list[FoundFile], known: dict[str, Known]
+) -> tuple[list[tuple[FoundFile, str, bytes]], list[FoundFile]]:
+    """Split new files into those whose content already has a stored vector (a file
+    removed earlier and back again, a copy of a photo under an offline root) and the rest.
+    A file changed in place is embedded again, as for moves: an edit may leave the head and
+    tail that the fingerprint reads untouched.  Only files whose size matches a stored one
+    are fingerprinted."""
+    changed = [f for f in fresh if f.path in known]
+    fresh = [f for f in fresh if f.path not in known]
+    if not fresh:
+        return [], changed
+    stored = store.reusable(f.size for f in fresh)
+    if not stored:
+        return [], fresh + changed
+    sizes = {size for size, _ in stored}
+    dim_bytes = 4 * (store.dim() or 0)
+    reuse, embed = [], changed
+    for f in fresh:
+        vector = None
+        if f.size in sizes:
+            with contextlib.suppress(OSError):
+                mark = fingerprint(f.path, f.size)
+                vector = stored.get((f.size, mark))
+        if vector is not None and len(vector) == dim_bytes:
+            reuse.append((f, mark, vector))
+        else:
+            embed.append(f)
+    return reuse, embed
 
 
 def _covered(path: str, unreadable: set[str]) -> bool:

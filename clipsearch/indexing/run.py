@@ -11,11 +11,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ..results import IndexReport
 from ..storage.db import Store
 from . import metadata
 from .pipeline import DISAPPEARED, Embedded, Failed, embed_files
 from .plan import Plan, plan_changes
+from .roots import device_of
 from .scan import ScanResult
 
 COMMIT_SECONDS = 10.0  # how much work a crash may cost; $CLIPSEARCH_COMMIT_SECONDS overrides
@@ -32,10 +35,12 @@ def run_index(
     max_pixels: int | None,
     progress: Progress | None = None,
     date_fallback: str = "none",
+    offline: Sequence[str] = (),
 ) -> IndexReport:
     """Apply the plan in committed steps; an interrupt keeps everything committed so far.
 
-    Files indexed before photo metadata existed get theirs read first (headers only)."""
+    Files indexed before photo metadata existed get theirs read first (headers only), except
+    under `offline` roots, which are out of reach."""
     started = time.monotonic()
     plan = plan_changes(store, roots, scan)
     report = _scan_report(scan, plan)
@@ -46,12 +51,18 @@ def run_index(
     store.remove_errors(plan.stale_errors)
     for path, reason in plan.new_problems:
         store.record_error(path, *_stamp(path), reason)
+    for f, mark, vector in plan.reuse:
+        store.add(f.path, f.size, f.mtime_ns, mark, np.frombuffer(vector, dtype=np.float32))
+        store.unretain(f.size, mark)
+    store.expire_retained()
     for root in roots:
-        store.add_root(root)
+        store.add_root(root, device_of(root))
     store.commit()
     try:
         embedding = {f.path for f in plan.embed}
-        report.metadata_read = metadata.backfill(store, embedding, commit_seconds())
+        report.metadata_read = metadata.backfill(
+            store, embedding, commit_seconds(), skip_under=offline
+        )
         if plan.embed:
             _embed_all(store, plan.embed, load_encoder(), report, batch_size, max_pixels, progress)
         if date_fallback == "mtime":
@@ -72,6 +83,7 @@ def _scan_report(scan: ScanResult, plan: Plan) -> IndexReport:
         raw_paired=scan.raw_paired,
         missing_extras=dict(scan.missing_extras),
         known_problems=plan.known_problems,
+        reused=len(plan.reuse),
     )
     report.new_problems.extend(plan.new_problems)
     return report

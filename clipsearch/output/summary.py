@@ -15,12 +15,15 @@ def human_summary(report: IndexReport) -> str:
         f"unchanged {report.unchanged}",
         f"moved {report.moved}",
         f"removed {report.removed}",
+        *([f"reused {report.reused}"] if report.reused else []),
         f"skipped {report.skipped}",
     ]
     line = ", ".join(parts) + f" in {report.seconds:.1f} s"
     if report.indexed:
         line += f" ({rate:.1f} img/s)"
     notes = [line]
+    for gone in report.offline:
+        notes.append(offline_note(gone))
     for extra, count in sorted(report.missing_extras.items()):
         notes.append(f"{count} {_kind(extra)} files skipped: install clipsearch[{extra}]")
     if report.known_problems:
@@ -40,6 +43,15 @@ def human_summary(report: IndexReport) -> str:
     if report.interrupted:
         notes.append("interrupted: what was embedded so far is saved; run again to continue")
     return "\n".join(notes)
+
+
+def offline_note(gone: dict) -> str:
+    """One line per offline root: what is kept, and how to remove it on purpose."""
+    return (
+        f"offline: {safe_for_terminal(gone['root'])} is {gone['reason']}; its "
+        f"{gone['photos']} photos are kept (mount it and index again, `clipsearch move` it, "
+        "or `index --remove-offline` to drop them)"
+    )
 
 
 def _kind(extra: str) -> str:
@@ -62,9 +74,15 @@ def print_status(status: dict) -> None:
         table.add_row("metadata", f"{status['without_metadata']} not read yet: run index")
     table.add_row("size", _bytes(status["size_bytes"]))
     table.add_row("updated", str(status["updated"] or "never"))
+    if status.get("retained"):
+        table.add_row("retained", f"{status['retained']} vectors of removed photos (purge)")
     roots = status["roots"] or ["(none)"]
+    offline = status.get("offline", {})
     for i, root in enumerate(roots):
-        table.add_row("roots" if i == 0 else "", safe_for_terminal(root))
+        shown = safe_for_terminal(root)
+        if root in offline:
+            shown += f"  (offline: {offline[root]}; photos kept)"
+        table.add_row("roots" if i == 0 else "", shown)
     Console().print(table)
 
 

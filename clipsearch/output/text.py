@@ -44,6 +44,7 @@ def hit_record(hit: Hit) -> dict:
         "lon": hit.lon,
         "place": hit.place,
         "camera": hit.camera,
+        "available": hit.available,
     }
 
 
@@ -82,7 +83,8 @@ def _table(hits: Sequence[Hit]) -> None:
     table.add_column("path", overflow="fold")
     for hit in hits:
         path = Text(safe_for_terminal(hit.path))
-        table.add_row(str(hit.rank), score_text(hit), date_text(hit), path)
+        style = None if hit.available else "dim"  # its root is offline
+        table.add_row(str(hit.rank), score_text(hit), date_text(hit), path, style=style)
     Console().print(table)
 
 

@@ -10,6 +10,7 @@ SQLite (or rebuilds from it) instead of trusting it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -27,12 +28,22 @@ from .layout import Layout, is_own_name
 
 # 2: photo metadata (capture time, place, camera) in photo_meta; a format-1 library gets the
 # table when opened and its rows on the next `index`, without re-embedding anything.
-SCHEMA_VERSION = 2
+# 3: each root remembers its device and its settings (roots.device, roots.settings), and the
+# vectors of removed files are retained for a while (table retained); `_migrate` adds them.
+SCHEMA_VERSION = 3
+# How long the vector of a removed file is kept for a copy that comes back (days).
+RETAIN_DAYS = 90
+RETAIN_ENV = "CLIPSEARCH_RETAIN_DAYS"
 
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (
+    path BLOB PRIMARY KEY,
+    added REAL NOT NULL,
+    device INTEGER,
+    settings TEXT
+);
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path BLOB NOT NULL UNIQUE,
@@ -47,6 +58,14 @@ CREATE TABLE IF NOT EXISTS errors (
     mtime_ns INTEGER NOT NULL,
     reason TEXT NOT NULL,
     seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retained (
+    size INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    path BLOB NOT NULL,
+    removed REAL NOT NULL,
+    PRIMARY KEY (size, fingerprint)
 );
 """
     + photometa.SCHEMA
@@ -64,6 +83,30 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
         name: tuple(row[1] for row in conn.execute(f"PRAGMA table_info({name})"))
         for (name,) in tables
     }
+
+
+# Columns added to existing tables after format 2, with their SQL types.
+_ADDED_COLUMNS = {"roots": (("device", "INTEGER"), ("settings", "TEXT"))}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Give an older library the columns later formats added (new tables come from SCHEMA's
+    IF NOT EXISTS); nothing is rewritten, so this is instant on any size."""
+    tables = table_columns(conn)
+    for table, added in _ADDED_COLUMNS.items():
+        for column, kind in added:
+            if column not in tables.get(table, ()):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+@dataclass(frozen=True)
+class Root:
+    """A folder given to `index`: the device it was on, and the settings it was indexed with
+    (a dict, empty when none were given)."""
+
+    path: str
+    device: int | None
+    settings: dict
 
 
 @dataclass(frozen=True)
@@ -125,6 +168,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
+            _migrate(conn)
         except sqlite3.DatabaseError as exc:
             raise explain(exc, db) from exc
         store = cls(directory, conn)
@@ -178,15 +222,36 @@ class Store:
         rows = self.conn.execute("SELECT path FROM roots ORDER BY path")
         return [decode_path(r[0]) for r in rows]
 
-    def add_root(self, path: str) -> None:
+    def root_records(self) -> list[Root]:
+        rows = self.conn.execute("SELECT path, device, settings FROM roots ORDER BY path")
+        return [Root(decode_path(p), d, json.loads(s) if s else {}) for p, d, s in rows]
+
+    def add_root(self, path: str, device: int | None = None) -> None:
+        """Record a root (and the device it is on now, when given)."""
+        raw = encode_path(path)
         self.conn.execute(
-            "INSERT OR IGNORE INTO roots(path, added) VALUES (?, ?)",
-            (encode_path(path), time.time()),
+            "INSERT OR IGNORE INTO roots(path, added) VALUES (?, ?)", (raw, time.time())
+        )
+        if device is not None:
+            self.conn.execute("UPDATE roots SET device = ? WHERE path = ?", (device, raw))
+
+    def set_root_settings(self, path: str, settings: dict) -> None:
+        self.conn.execute(
+            "UPDATE roots SET settings = ? WHERE path = ?",
+            (json.dumps(settings, sort_keys=True) if settings else None, encode_path(path)),
         )
 
+    def count_under(self, directory: str) -> int:
+        low, high = prefix_range(directory)
+        return self.conn.execute(
+            "SELECT count(*) FROM files WHERE path >= ? AND path < ?", (low, high)
+        ).fetchone()[0]
+
     def forget_root(self, path: str) -> int:
-        """Drop a root and every file below it; returns how many files went."""
+        """Drop a root and every file below it (their vectors retained); returns how many
+        files went."""
         low, high = prefix_range(path)
+        self._retain("path >= ? AND path < ?", (low, high))
         cur = self.conn.execute(
             "DELETE FROM files WHERE path >= ? AND path < ?", (low, high)
         ).rowcount
@@ -256,9 +321,86 @@ class Store:
         )
 
     def remove(self, ids: Iterable[int]) -> None:
+        """Drop files that are gone; their vectors are retained for a copy that comes back."""
         ids = list(ids)
+        for i in ids:
+            self._retain("id = ?", (i,))
         self.conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
         self._vectors_changed = self._vectors_changed or bool(ids)
+
+    # -- moving folders and retained vectors ----------------------------------------------
+
+    def move_folder(self, old: str, new: str) -> int:
+        """Re-point every file and error below `old` to the same place below `new`, ids and
+        vectors kept; a file already indexed at its new path keeps that row.  Returns how
+        many files were re-pointed."""
+        low, high = prefix_range(old)
+        target = encode_path(new.rstrip(os.sep) + os.sep)
+        moved = 0
+        for table in ("files", "errors"):
+            rows = self.conn.execute(
+                f"SELECT path FROM {table} WHERE path >= ? AND path < ?", (low, high)
+            ).fetchall()
+            for (raw,) in rows:
+                cur = self.conn.execute(
+                    f"UPDATE OR IGNORE {table} SET path = ? WHERE path = ?",
+                    (target + raw[len(low) :], raw),
+                )
+                moved += cur.rowcount if table == "files" else 0
+        left = self.conn.execute(
+            "SELECT id FROM files WHERE path >= ? AND path < ?", (low, high)
+        ).fetchall()
+        self.remove(r[0] for r in left)
+        self.conn.execute("DELETE FROM errors WHERE path >= ? AND path < ?", (low, high))
+        return moved
+
+    def rename_root(self, old: str, new: str, device: int | None) -> None:
+        """Root `old` is now `new` (settings kept); a root already at `new` is kept."""
+        self.conn.execute(
+            "UPDATE OR IGNORE roots SET path = ? WHERE path = ?",
+            (encode_path(new), encode_path(old)),
+        )
+        self.conn.execute("DELETE FROM roots WHERE path = ?", (encode_path(old),))
+        self.add_root(new, device)
+
+    def _retain(self, where: str, params: tuple) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO retained(size, fingerprint, vector, path, removed) "
+            f"SELECT size, fingerprint, vector, path, ? FROM files WHERE {where}",
+            (time.time(), *params),
+        )
+
+    def reusable(self, sizes: Iterable[int]) -> dict[tuple[int, str], bytes]:
+        """Stored vectors, by (size, fingerprint), of the files with these sizes: retained
+        ones of removed files and those of files indexed elsewhere (an offline root)."""
+        found: dict[tuple[int, str], bytes] = {}
+        sizes = sorted(set(sizes))
+        for start in range(0, len(sizes), 500):
+            part = sizes[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for table in ("retained", "files"):
+                rows = self.conn.execute(
+                    f"SELECT size, fingerprint, vector FROM {table} WHERE size IN ({marks})", part
+                )
+                found.update(((size, mark), vector) for size, mark, vector in rows)
+        return found
+
+    def unretain(self, size: int, fingerprint: str) -> None:
+        """A retained vector back in use by a file is no longer kept aside."""
+        self.conn.execute(
+            "DELETE FROM retained WHERE size = ? AND fingerprint = ?", (size, fingerprint)
+        )
+
+    def expire_retained(self, days: float | None = None) -> int:
+        """Forget retained vectors older than `days` (default: $CLIPSEARCH_RETAIN_DAYS or
+        RETAIN_DAYS); returns how many went."""
+        days = retain_days() if days is None else days
+        return self.conn.execute(
+            "DELETE FROM retained WHERE removed < ?", (time.time() - days * 86400,)
+        ).rowcount
+
+    def count_retained(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM retained").fetchone()[0]
 
     def remove_errors(self, paths: Iterable[str]) -> None:
         self.conn.executemany(
@@ -424,6 +566,14 @@ class _Snapshot:
 
     def __exit__(self, *exc: object) -> None:
         self.conn.execute("COMMIT")
+
+
+def retain_days() -> float:
+    """$CLIPSEARCH_RETAIN_DAYS, or RETAIN_DAYS when unset or not a number."""
+    try:
+        return float(os.environ.get(RETAIN_ENV, RETAIN_DAYS))
+    except ValueError:
+        return RETAIN_DAYS
 
 
 def explain(exc: Exception, where: Path | None = None) -> ClipsearchError:

@@ -100,10 +100,11 @@ def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
         new.executescript(SCHEMA)
         new.execute("BEGIN")
         tables = table_columns(new)
+        found = _tables_of(old, tables)
         counts = {
-            t: _copy_table(old, new, t, cols)
+            t: _copy_table(old, new, t, tuple(c for c in cols if c in found[t]))
             for t, cols in tables.items()
-            if t in _tables_of(old, tables)
+            if t in found
         }
         notes = _settle_meta(new)
         photometa.drop_orphans(new)
@@ -114,13 +115,14 @@ def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
     return counts, notes
 
 
-def _tables_of(old: sqlite3.Connection, wanted: dict) -> set[str]:
-    """The tables the damaged file has: a format-1 library has no photo_meta (the next
-    `index` reads it); an unreadable catalogue is assumed to hold them all."""
+def _tables_of(old: sqlite3.Connection, wanted: dict) -> dict[str, tuple[str, ...]]:
+    """The tables the damaged file has, with their columns: a format-1 library has no
+    photo_meta (the next `index` reads it), a format-2 one no root devices; an unreadable
+    catalogue is assumed to hold them all."""
     try:
-        return set(table_columns(old))
+        return table_columns(old)
     except sqlite3.DatabaseError:
-        return set(wanted)
+        return dict(wanted)
 
 
 def _copy_table(

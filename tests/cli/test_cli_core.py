@@ -136,7 +136,7 @@ def test_output_modes(indexed):
     jsonl = [
         json.loads(line) for line in cli("query", "cat", "-n", "3", "--jsonl").stdout.splitlines()
     ]
-    fields = {"path", "score", "rank", "taken", "lat", "lon", "place", "camera"}
+    fields = {"path", "score", "rank", "taken", "lat", "lon", "place", "camera", "available"}
     assert [set(r) for r in jsonl] == [fields] * 3
     null = cli("query", "cat", "-n", "3", "-0").stdout
     assert null.endswith("\0") and null.rstrip("\0").split("\0") == lines

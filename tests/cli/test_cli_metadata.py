@@ -130,6 +130,7 @@ def test_fields_of_every_hit(library):
         "lon": pytest.approx(LISBON[1]),
         "place": "Lisbon, PT",
         "camera": "Apple iPhone 13 Pro",
+        "available": True,
     }
     assert hits["sydney"]["taken"] == "2023-08-20T10:00:00"  # no offset recorded
     assert hits["sydney"]["place"] == "Sydney, AU"
@@ -292,7 +293,7 @@ def test_backfill_of_an_older_library(tmp_path, tiny_checkpoint):
     assert report["indexed"] == 1 and report["metadata_read"] == 0
     assert listing(lib, "--camera", "leica", "--before", "2021-01-02")[0] == ["plain"]
     conn = sqlite3.connect(lib / "library.db")
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
     orphans = "SELECT count(*) FROM photo_meta WHERE file_id NOT IN (SELECT id FROM files)"
     assert conn.execute(orphans).fetchone() == (0,)
 

@@ -188,5 +188,6 @@ def test_table_columns_reads_the_schema_back() -> None:
     conn = sqlite3.connect(":memory:")
     conn.executescript(SCHEMA)
     tables = table_columns(conn)
-    assert list(tables) == ["meta", "roots", "files", "errors", "photo_meta"]
+    assert list(tables) == ["meta", "roots", "files", "errors", "retained", "photo_meta"]
+    assert tables["roots"] == ("path", "added", "device", "settings")
     assert tables["files"] == ("id", "path", "size", "mtime_ns", "fingerprint", "vector")
