@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ClipsearchError, ImageError
 from .fsutil import absolute
+from .indexing import settings as root_settings
 from .model.base import encode_image
 from .model.factory import IMAGE, INDEX, TEXT, Encoders, ExportDirs
 from .model.spec import ModelSpec, choose_model
@@ -127,15 +128,16 @@ class Library:
         self,
         paths: Sequence[os.PathLike | str] = (),
         *,
-        excludes: Sequence[str] = (),
-        default_excludes: bool = True,
-        raw_too: bool = False,
-        max_pixels: int | None = None,
+        excludes: Sequence[str] | None = None,
+        default_excludes: bool | None = None,
+        raw_too: bool | None = None,
+        max_megapixels: float | str | None = None,
         progress: Progress | None = None,
         wait: bool = True,
         on_wait: Callable[[str], None] | None = None,
         date_fallback: str = "none",
         remove_offline: bool = False,
+        retry_errors: bool = False,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root).
 
@@ -144,6 +146,11 @@ class Library:
         and listed in `report.offline`; remove_offline=True forgets such roots instead (their
         vectors retained, see `purge`).  A new file whose size and fingerprint match a
         retained vector, or a photo indexed under another root, reuses that vector.
+
+        excludes, default_excludes, raw_too and max_megapixels (a number, 'auto' or 'none')
+        are remembered with each root of the run; None means "as remembered" (else the
+        default).  A changed pixel limit retries the photos the old one skipped;
+        retry_errors=True retries every file that failed before.
 
         date_fallback="mtime" gives photos without a recorded capture time their file's
         modification time (by default they have none: an mtime is often a copy's date)."""
@@ -154,25 +161,34 @@ class Library:
         if date_fallback not in DATE_FALLBACKS:
             raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
 
+        new = root_settings.given(excludes, default_excludes, raw_too, max_megapixels)
+        if new.get("exclude"):
+            scanner.check_excludes(new["exclude"])
         roots = self._targets(paths)
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
             offline = self.offline_roots(roots)
-            online = [r for r in roots if r not in offline]
+            online = scanner.outermost(r for r in roots if r not in offline)
             removed_offline = self._remove_offline(offline) if remove_offline else 0
-            scan = scanner.scan(
-                online, excludes=excludes, default_excludes=default_excludes, raw_too=raw_too
-            )
+            settings, notes = self._apply_settings(online, new, retry_errors)
+            scan = scanner.scan_each(online, settings)
             report = run_index(
                 self.store,
                 online,
                 scan,
                 lambda: self.encoders.get(INDEX),
                 batch_size=self.batch_size,
-                max_pixels=max_pixels,
+                max_pixels=root_settings.PixelLimits(
+                    tuple(
+                        (r, root_settings.max_pixels(s["max_megapixels"]))
+                        for r, s in settings.items()
+                    ),
+                    root_settings.max_pixels("auto"),
+                ),
                 progress=progress,
                 date_fallback=date_fallback,
                 offline=list(offline),
             )
+            report.notes = notes
             report.removed += removed_offline
             if not remove_offline:
                 report.offline = [
@@ -184,6 +200,32 @@ class Library:
             except KeyboardInterrupt:  # the work is committed; the cache is rebuilt on demand
                 report.interrupted = True
         return report
+
+    def _apply_settings(
+        self, roots: Sequence[str], new: dict, retry_errors: bool
+    ) -> tuple[dict[str, dict], list[str]]:
+        """Record each root with the settings given now; return every root's settings in
+        force and a note per replaced one.  Photos skipped by a pixel limit that changed
+        (or every failure, with retry_errors) lose their record, so they are tried again."""
+        from .indexing.roots import device_of
+
+        stored = {r.path: r.settings for r in self.store.root_records()}
+        in_force, notes = {}, []
+        self.store.begin()
+        for root in roots:
+            old = stored.get(root, {})
+            if root in stored:
+                notes += root_settings.changes(root, old, new)
+            before = root_settings.effective(old)["max_megapixels"]
+            self.store.add_root(root, device_of(root))
+            self.store.set_root_settings(root, {**old, **new})
+            in_force[root] = root_settings.effective({**old, **new})
+            if retry_errors:
+                self.store.forget_errors_under(root)
+            elif in_force[root]["max_megapixels"] != before:
+                self.store.forget_errors_under(root, root_settings.PIXEL_LIMIT_MARK)
+        self.store.commit()
+        return in_force, notes
 
     def _targets(self, paths: Sequence[os.PathLike | str]) -> list[str]:
         """The roots a run covers: those named (a known root may be offline), else all."""
@@ -576,6 +618,7 @@ class Library:
             "library": str(self.directory),
             "roots": self.store.roots(),
             "offline": self.offline_roots(),
+            "settings": {r.path: r.settings for r in self.store.root_records() if r.settings},
             "images": self.store.count(),
             "retained": self.store.count_retained(),
             "model": self.spec.name,

@@ -71,6 +71,7 @@ class IndexReport:
     reused: int = 0  # new files whose stored vector was reused (nothing embedded)
     # Roots left alone because they are offline: {"root", "reason", "photos"} each.
     offline: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # remembered settings this run replaced
 
     def as_dict(self) -> dict:
         return {

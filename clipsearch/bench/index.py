@@ -337,7 +337,6 @@ def _index_job(job: dict) -> dict:
     from ..indexing.pipeline import worker_plan
     from ..library import Library
     from ..model.factory import INDEX
-    from ..photos.decode import default_max_pixels
 
     with Library.open(
         job["library"],
@@ -351,7 +350,7 @@ def _index_job(job: dict) -> dict:
         load_mb = _own_peak_mb()
         _reset_own_peak()
         start = time.perf_counter()
-        report = lib.index([job["photos"]], max_pixels=default_max_pixels())
+        report = lib.index([job["photos"]], max_megapixels="auto")
         seconds = time.perf_counter() - start
     if report.skipped or report.interrupted or report.unchanged:
         raise ClipsearchError(

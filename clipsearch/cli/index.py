@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, ClipsearchError, warn
+from ..errors import EXIT_INTERRUPTED, warn
 from .options import DeviceOpt, JsonOpt, LibraryOpt, NoWaitOpt
 from .output import open_library, print_json
 
@@ -20,21 +20,39 @@ def index(
         list[Path] | None, typer.Argument(help="Folders to index [default: known roots]")
     ] = None,
     exclude: Annotated[
-        list[str] | None, typer.Option(help="gitignore-style pattern to skip (repeatable)")
-    ] = None,
-    no_default_excludes: Annotated[
-        bool,
+        list[str] | None,
         typer.Option(
-            "--no-default-excludes", help="Also index hidden, trash and thumbnail folders"
+            help="gitignore-style pattern to skip (repeatable; remembered per root, '' clears)"
         ),
-    ] = False,
+    ] = None,
+    default_excludes: Annotated[
+        bool | None,
+        typer.Option(
+            "--default-excludes/--no-default-excludes",
+            help="Skip hidden, trash and thumbnail folders (remembered per root) [default: on]",
+            show_default=False,
+        ),
+    ] = None,
     raw_too: Annotated[
-        bool, typer.Option("--raw-too", help="Index RAW files even beside a same-named JPEG/HEIC")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--raw-too/--no-raw-too",
+            help="Index RAW files even beside a same-named JPEG/HEIC (remembered per root)",
+            show_default=False,
+        ),
+    ] = None,
     max_megapixels: Annotated[
-        str,
-        typer.Option(help="Skip larger images (decompression bombs): a number, 'auto' or 'none'"),
-    ] = "auto",
+        str | None,
+        typer.Option(
+            help="Skip larger images (decompression bombs): a number, 'auto' or 'none' "
+            "(remembered per root) [default: auto]",
+            show_default=False,
+        ),
+    ] = None,
+    retry_errors: Annotated[
+        bool,
+        typer.Option("--retry-errors", help="Try again every file that failed before"),
+    ] = False,
     model: Annotated[
         str | None, typer.Option(help="open_clip model for a new library [default: ViT-B-32]")
     ] = None,
@@ -77,10 +95,11 @@ def index(
     with lib, _progress() as progress, _sigterm_as_interrupt():
         report = lib.index(
             paths or [],
-            excludes=exclude or [],
-            default_excludes=not no_default_excludes,
+            excludes=exclude,
+            default_excludes=default_excludes,
             raw_too=raw_too,
-            max_pixels=_max_pixels(max_megapixels),
+            max_megapixels=max_megapixels,
+            retry_errors=retry_errors,
             progress=progress,
             wait=not no_wait,
             on_wait=warn,
@@ -107,24 +126,6 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _max_pixels(value: str) -> int | None:
-    from ..photos.decode import default_max_pixels
-
-    if value == "none":
-        return None
-    if value == "auto":
-        return default_max_pixels()
-    try:
-        megapixels = float(value)
-    except ValueError:
-        raise ClipsearchError(
-            f"--max-megapixels takes a number, 'auto' or 'none', not {value!r}"
-        ) from None
-    if megapixels <= 0:
-        raise ClipsearchError("--max-megapixels must be positive")
-    return int(megapixels * 1_000_000)
 
 
 def _rate_column():

@@ -19,6 +19,7 @@ from ..model.base import ImageEncoder
 from ..photos.metadata import EMPTY as EMPTY_META
 from ..photos.metadata import PhotoMeta
 from .scan import FoundFile, fingerprint
+from .settings import PixelLimits
 
 DISAPPEARED = "file disappeared while indexing"
 # Recorded for a file whose decoding killed its worker process twice (the OOM killer, a
@@ -95,8 +96,11 @@ class PhotoDataset:
         except OSError as exc:
             return Decoded(found.path, found.size, found.mtime_ns, "", None, _os_reason(exc))
         try:
+            limit = self.max_pixels
+            if isinstance(limit, PixelLimits):  # each root's own --max-megapixels
+                limit = limit.for_path(found.path)
             image, meta = load_image_and_metadata(
-                found.path, min_side=self.min_side, max_pixels=self.max_pixels
+                found.path, min_side=self.min_side, max_pixels=limit
             )
             tensor = self.preprocess(image)
             mark = fingerprint(found.path, st.st_size)

@@ -124,6 +124,42 @@ def scan(
     return walk.run()
 
 
+def scan_each(roots: Sequence[str], settings: dict[str, dict]) -> ScanResult:
+    """Scan each root with its own settings (see indexing/settings.py); roots sharing
+    settings are walked together.  `roots` must not nest (see `outermost`)."""
+    groups: dict[str, list[str]] = {}
+    for root in roots:
+        groups.setdefault(repr(sorted(settings[root].items())), []).append(root)
+    merged = ScanResult()
+    for members in groups.values():
+        s = settings[members[0]]
+        found = scan(
+            members,
+            excludes=s["exclude"],
+            default_excludes=s["default_excludes"],
+            raw_too=s["raw_too"],
+        )
+        merged.files += found.files
+        merged.problems += found.problems
+        merged.videos += found.videos
+        merged.raw_paired += found.raw_paired
+        for extra, count in found.missing_extras.items():
+            merged.missing_extras[extra] = merged.missing_extras.get(extra, 0) + count
+    merged.files.sort(key=lambda f: f.path)
+    merged.problems.sort()
+    return merged
+
+
+def check_excludes(excludes: Sequence[str]) -> None:
+    """Fail on a bad --exclude pattern before anything is recorded."""
+    _exclude_spec(excludes)
+
+
+def outermost(roots: Iterable[str]) -> list[str]:
+    """Roots without those inside another (a folder is indexed once, as its outer root)."""
+    return _outermost(roots)
+
+
 def fingerprint(path: str, size: int) -> str:
     """Recognise a renamed or moved photo without hashing it all: size, head and tail.
 

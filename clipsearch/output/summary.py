@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..indexing.settings import describe
 from ..results import IndexReport
 from .text import safe_for_terminal
 
@@ -22,6 +23,7 @@ def human_summary(report: IndexReport) -> str:
     if report.indexed:
         line += f" ({rate:.1f} img/s)"
     notes = [line]
+    notes += [f"settings replaced: {note}" for note in report.notes]
     for gone in report.offline:
         notes.append(offline_note(gone))
     for extra, count in sorted(report.missing_extras.items()):
@@ -61,6 +63,7 @@ def _kind(extra: str) -> str:
 def print_status(status: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
@@ -82,7 +85,9 @@ def print_status(status: dict) -> None:
         shown = safe_for_terminal(root)
         if root in offline:
             shown += f"  (offline: {offline[root]}; photos kept)"
-        table.add_row("roots" if i == 0 else "", shown)
+        if status.get("settings", {}).get(root):
+            shown += f"  [{describe(status['settings'][root])}]"
+        table.add_row("roots" if i == 0 else "", Text(shown))  # a path is not markup
     Console().print(table)
 
 

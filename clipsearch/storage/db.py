@@ -241,6 +241,17 @@ class Store:
             (json.dumps(settings, sort_keys=True) if settings else None, encode_path(path)),
         )
 
+    def forget_errors_under(self, directory: str, reason_ending: str | None = None) -> None:
+        """Drop the failure records below `directory` (those whose reason ends so, if given)
+        so the next plan tries those files again."""
+        low, high = prefix_range(directory)
+        where = "path >= ? AND path < ?"
+        params: tuple = (low, high)
+        if reason_ending is not None:
+            where += " AND substr(reason, -?) = ?"
+            params += (len(reason_ending), reason_ending)
+        self.conn.execute(f"DELETE FROM errors WHERE {where}", params)
+
     def count_under(self, directory: str) -> int:
         low, high = prefix_range(directory)
         return self.conn.execute(
