@@ -99,3 +99,28 @@ def test_a_library_whose_database_was_lost_is_still_adopted(tmp_path, photos, ti
 
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["indexed"] == 3
+
+
+# -- Medium 4: two first runs with different models ------------------------------------------
+
+
+def test_racing_first_runs_with_different_models_do_not_mix_vectors(
+    tmp_path, photos, tiny_checkpoint
+):
+    """Both opened the new library before either recorded a model; both used to succeed."""
+    import shutil
+
+    from clipsearch import Library
+    from clipsearch.errors import ClipsearchError
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(tiny_checkpoint, other)
+    library = tmp_path / "lib"
+    first = Library.open(library, model=TINY, pretrained=str(tiny_checkpoint), create=True)
+    second = Library.open(library, model=TINY, pretrained=str(other), create=True)
+    with first, second:
+        assert first.index([photos]).indexed == 3
+        with pytest.raises(ClipsearchError, match="another run has just built this library"):
+            second.index([photos])
+    status = json.loads(cli("status", "--library", library, "--json").stdout)
+    assert status["images"] == 3 and str(tiny_checkpoint) in json.dumps(status)
