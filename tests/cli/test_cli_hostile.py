@@ -124,3 +124,37 @@ def test_racing_first_runs_with_different_models_do_not_mix_vectors(
             second.index([photos])
     status = json.loads(cli("status", "--library", library, "--json").stdout)
     assert status["images"] == 3 and str(tiny_checkpoint) in json.dumps(status)
+
+
+# -- Medium 5: a reused vector's identity ----------------------------------------------------
+
+
+def bmp_with_middle(path: Path, seed: int) -> Path:
+    """A 600x600 BMP whose first and last 64 KB (header, edge rows) are the same for every
+    seed; only the middle rows differ."""
+    from conftest import photo
+    from PIL import Image
+
+    image = Image.new("RGB", (600, 600), (90, 120, 150))
+    image.paste(photo(seed, (600, 400)), (0, 100))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="BMP")
+    return path
+
+
+def test_a_new_file_with_equal_margins_is_not_taken_for_a_moved_one(
+    tmp_path, home, tiny_checkpoint
+):
+    root = tmp_path / "Photos"
+    old = bmp_with_middle(root / "old.bmp", seed=1)
+    assert cli("index", root, *model(tiny_checkpoint)).exit_code == 0
+    old.unlink()
+    new = bmp_with_middle(root / "new.bmp", seed=2)
+    assert new.read_bytes()[:65536] == bmp_with_middle(tmp_path / "x.bmp", 1).read_bytes()[:65536]
+
+    summary = json.loads(cli("index", "--json").stdout)
+
+    assert (summary["moved"], summary["indexed"], summary["removed"]) == (0, 1, 1)
+    new.rename(root / "renamed.bmp")  # a real move is still recognised
+    summary = json.loads(cli("index", "--json").stdout)
+    assert (summary["moved"], summary["indexed"]) == (1, 0)
