@@ -158,3 +158,16 @@ def test_a_new_file_with_equal_margins_is_not_taken_for_a_moved_one(
     new.rename(root / "renamed.bmp")  # a real move is still recognised
     summary = json.loads(cli("index", "--json").stdout)
     assert (summary["moved"], summary["indexed"]) == (1, 0)
+
+
+# -- Medium 6: -n beyond the library ---------------------------------------------------------
+
+
+def test_top_beyond_any_int64_lists_the_whole_library(photos, home, tiny_checkpoint):
+    """-n 2**63 was a traceback (the huge-but-representable -n values that allocated without
+    bound are tested on vectorindex.search in a memory-capped child)."""
+    assert cli("index", photos, *model(tiny_checkpoint)).exit_code == 0
+    for command in (("query", "sky"), ("similar", photos / "p0.jpg")):
+        result = cli(*command, "-n", str(2**63), "--json")
+        assert result.exit_code == 0, result.stderr
+        assert len(json.loads(result.stdout)) == (3 if command[0] == "query" else 2)
