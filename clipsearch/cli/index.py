@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 from pathlib import Path
@@ -88,9 +89,7 @@ def index(
             remove_offline=remove_offline,
         )
     for path, reason in report.new_problems:
-        from ..output.text import safe_for_terminal
-
-        warn(f"skipped {safe_for_terminal(path)}: {reason}")
+        warn(f"skipped {path}: {reason}")  # warn escapes the whole line
     if json_out:
         print_json(report.as_dict())
     else:
@@ -117,14 +116,15 @@ def _max_pixels(value: str) -> int | None:
     if value == "auto":
         return default_max_pixels()
     try:
-        megapixels = float(value)
+        pixels = float(value) * 1_000_000
     except ValueError:
+        pixels = math.nan
+    # nan, inf and 1e308 (inf once scaled) were tracebacks in int().
+    if not math.isfinite(pixels) or pixels <= 0:
         raise ClipsearchError(
-            f"--max-megapixels takes a number, 'auto' or 'none', not {value!r}"
-        ) from None
-    if megapixels <= 0:
-        raise ClipsearchError("--max-megapixels must be positive")
-    return int(megapixels * 1_000_000)
+            f"--max-megapixels takes a positive number, 'auto' or 'none', not {value!r}"
+        )
+    return int(pixels)
 
 
 def _rate_column():

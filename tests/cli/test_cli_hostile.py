@@ -171,3 +171,53 @@ def test_top_beyond_any_int64_lists_the_whole_library(photos, home, tiny_checkpo
         result = cli(*command, "-n", str(2**63), "--json")
         assert result.exit_code == 0, result.stderr
         assert len(json.loads(result.stdout)) == (3 if command[0] == "query" else 2)
+
+
+# -- Medium 7: file-system strings in messages -----------------------------------------------
+
+OSC = "\x1b]0;pwned\x07\x1b[2J"  # set the terminal's title, clear the screen
+
+
+def test_paths_that_look_like_rich_markup_are_shown_literally(
+    tmp_path, home, tiny_checkpoint, monkeypatch
+):
+    """A root named `a[/b]` made `status` a MarkupError traceback; `[old] photos` lost `[old]`."""
+    monkeypatch.setenv("COLUMNS", "400")
+    roots = [tmp_path / "a[/b]", tmp_path / "[old] photos"]  # a[/b]: a folder `a[` holding `b]`
+    for seed, root in enumerate(roots):
+        save_photo(root / "p.jpg", seed=seed)
+    assert cli("index", *roots, *model(tiny_checkpoint)).exit_code == 0
+
+    shown = cli("status")
+
+    assert shown.exit_code == 0, shown.stderr
+    for root in roots:
+        assert str(root) in shown.stdout
+
+
+def test_symlink_names_targets_and_loops_reach_the_terminal_escaped(
+    tmp_path, home, tiny_checkpoint
+):
+    root = tmp_path / "Photos"
+    save_photo(root / "p.jpg", seed=1)
+    (root / f"to-{OSC}.jpg").symlink_to(root / f"gone-{OSC}.jpg")  # broken: target named
+    looped = root / f"loop{OSC}"
+    looped.mkdir()
+    (looped / "back").symlink_to(looped)
+
+    indexed = cli("index", root, *model(tiny_checkpoint))
+    listed = cli("status", "--errors")
+    refused = cli("forget", tmp_path / f"not-a-root{OSC}")
+    (tmp_path / "elsewhere").mkdir()
+
+    assert indexed.exit_code == 0, indexed.stderr
+    assert "broken symlink (target" in listed.stdout and "symlink loop" in listed.stdout
+    one_error_line(refused, "is not an indexed root")
+    for text in (indexed.stderr, listed.stdout, refused.stderr):
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert "\\x1b]0;pwned\\x07" in text, text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "0", "-3", "lots"])
+def test_max_megapixels_must_be_a_positive_finite_number(photos, home, value):
+    one_error_line(cli("index", photos, "--max-megapixels", value), "--max-megapixels")
