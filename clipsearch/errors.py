@@ -41,8 +41,21 @@ def os_reason(exc: OSError) -> str:
     return f"cannot read file: {exc.strerror or exc}"
 
 
+def safe_for_terminal(text: str) -> str:
+    """Escape what a terminal would act on or cannot show: control and format characters
+    (ESC, BEL, newlines, bidi overrides...) and bytes that were not valid UTF-8."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
 def warn(message: str) -> None:
-    """The one way a problem or note reaches the user: one `clipsearch: ...` line on stderr."""
+    """The one way a problem or note reaches the user: one `clipsearch: ...` line on stderr.
+
+    Messages name files, folders and symlink targets, any of which may hold escape
+    sequences (a symlink's name once changed the terminal's title and cleared its screen):
+    the whole line is escaped here, so no message can forget to.
+    """
     import sys
 
-    sys.stderr.write(f"clipsearch: {message}\n")
+    sys.stderr.write(f"clipsearch: {safe_for_terminal(message)}\n")

@@ -116,6 +116,18 @@ class Library:
         if self.store.model_spec() is None:
             self.store.record_model(self.spec, encoder.dim)
 
+    def _check_model_unchanged(self) -> None:
+        """Under the write lock, the model recorded now must be the one this run chose: two
+        first runs on a new library, racing with different models, would mix two models'
+        vectors (the loser only finds out once it holds the lock)."""
+        recorded = self.store.model_spec()
+        if recorded is not None and recorded != self.spec:
+            raise ClipsearchError(
+                f"another run has just built this library with {recorded.label()}, not "
+                f"{self.spec.label()}: run again without --model/--pretrained to use its "
+                "model, or use another --library"
+            )
+
     def use_encoder(self, encoder) -> None:
         """Swap in another encoder with the same interface (tests, custom models)."""
         self.encoders.use(encoder)
@@ -166,6 +178,7 @@ class Library:
             scanner.check_excludes(new["exclude"])
         roots = self._targets(paths)
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
+            self._check_model_unchanged()
             offline = self.offline_roots(roots)
             online = scanner.outermost(r for r in roots if r not in offline)
             removed_offline = self._remove_offline(offline) if remove_offline else 0

@@ -107,9 +107,7 @@ def index(
             remove_offline=remove_offline,
         )
     for path, reason in report.new_problems:
-        from ..output.text import safe_for_terminal
-
-        warn(f"skipped {safe_for_terminal(path)}: {reason}")
+        warn(f"skipped {path}: {reason}")  # warn escapes the whole line
     if json_out:
         print_json(report.as_dict())
     else:

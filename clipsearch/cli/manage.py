@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import warn
+from ..errors import safe_for_terminal, warn
 from .options import JsonOpt, LibraryOpt, NoWaitOpt
 from .output import open_library, print_json
 
@@ -41,7 +41,8 @@ def forget(
     """Drop a root folder and every photo indexed under it."""
     with open_library(library) as lib:
         removed = lib.forget(directory, wait=not no_wait, on_wait=warn)
-    sys.stderr.write(f"forgot {directory}: {removed} images removed from the library\n")
+    shown = safe_for_terminal(str(directory))
+    sys.stderr.write(f"forgot {shown}: {removed} images removed from the library\n")
 
 
 def move(
@@ -74,4 +75,4 @@ def repair(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
     from ..library import Library
 
     for line in Library.repair(library, wait=not no_wait, on_wait=warn):
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(safe_for_terminal(line) + "\n")

@@ -8,6 +8,7 @@ is given again (with a note saying what changed).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ def _megapixels_setting(value: float | str) -> str:
         raise ClipsearchError(
             f"--max-megapixels takes a number, 'auto' or 'none', not {value!r}"
         ) from None
-    if not megapixels > 0 or megapixels == float("inf"):
+    # nan, inf and 1e308 (inf once scaled to pixels) were tracebacks in int().
+    if not megapixels > 0 or not math.isfinite(megapixels * 1_000_000):
         raise ClipsearchError("--max-megapixels must be a positive number, 'auto' or 'none'")
     return f"{megapixels:g}"
 

@@ -65,30 +65,33 @@ def print_status(status: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    rows = [(key, str(status[key])) for key in _STATUS_KEYS]
+    rows += [
+        ("dates", _date_range(status)),
+        ("dated", f"{status['dated']} of {status['images']} have a capture time"),
+        ("located", f"{status['located']} of {status['images']} have a location"),
+    ]
+    if status.get("without_metadata"):
+        rows.append(("metadata", f"{status['without_metadata']} not read yet: run index"))
+    rows += [("size", _bytes(status["size_bytes"])), ("updated", str(status["updated"] or "never"))]
+    if status.get("retained"):
+        rows.append(("retained", f"{status['retained']} vectors of removed photos (purge)"))
+    offline = status.get("offline", {})
+    for i, root in enumerate(status["roots"] or ["(none)"]):
+        note = f"  (offline: {offline[root]}; photos kept)" if root in offline else ""
+        if status.get("settings", {}).get(root):
+            note += f"  [{describe(status['settings'][root])}]"
+        rows.append(("roots" if i == 0 else "", root + note))
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key in ("library", "images", "model", "pretrained", "dim", "index_type", "errors"):
-        table.add_row(key, safe_for_terminal(str(status[key])))
-    table.add_row("dates", _date_range(status))
-    table.add_row("dated", f"{status['dated']} of {status['images']} have a capture time")
-    table.add_row("located", f"{status['located']} of {status['images']} have a location")
-    if status.get("without_metadata"):
-        table.add_row("metadata", f"{status['without_metadata']} not read yet: run index")
-    table.add_row("size", _bytes(status["size_bytes"]))
-    table.add_row("updated", str(status["updated"] or "never"))
-    if status.get("retained"):
-        table.add_row("retained", f"{status['retained']} vectors of removed photos (purge)")
-    roots = status["roots"] or ["(none)"]
-    offline = status.get("offline", {})
-    for i, root in enumerate(roots):
-        shown = safe_for_terminal(root)
-        if root in offline:
-            shown += f"  (offline: {offline[root]}; photos kept)"
-        if status.get("settings", {}).get(root):
-            shown += f"  [{describe(status['settings'][root])}]"
-        table.add_row("roots" if i == 0 else "", Text(shown))  # a path is not markup
+    for key, value in rows:
+        # Text, never a str: rich would read `[old] photos` or `a[/b]` in a path as markup.
+        table.add_row(key, Text(safe_for_terminal(value)))
     Console().print(table)
+
+
+_STATUS_KEYS = ("library", "images", "model", "pretrained", "dim", "index_type", "errors")
 
 
 def _date_range(status: dict) -> str:
@@ -99,7 +102,8 @@ def _date_range(status: dict) -> str:
 
 def print_errors(errors: list[dict]) -> None:
     for e in errors:
-        sys.stdout.write(f"{safe_for_terminal(e['path'])}: {e['reason']}\n")
+        # Reasons name files too (a broken symlink's target, the folder a loop leads to).
+        sys.stdout.write(f"{safe_for_terminal(e['path'])}: {safe_for_terminal(e['reason'])}\n")
 
 
 def _bytes(n: int) -> str:

@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from ..errors import safe_for_terminal
 from ..results import Hit
+
+__all__ = ["safe_for_terminal"]  # kept here too, where the other printing lives
 
 
 def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
@@ -23,14 +26,6 @@ def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
     if null:
         return "null"
     return "table" if is_tty else "plain"
-
-
-def safe_for_terminal(text: str) -> str:
-    """Escape what a terminal would act on or cannot show: control and format characters
-    (ESC, BEL, newlines, bidi overrides...) and bytes that were not valid UTF-8."""
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
-    )
 
 
 def hit_record(hit: Hit) -> dict:

@@ -174,6 +174,9 @@ def search(
     lists probed grows as the subset shrinks, so a small subset still finds k neighbours.
     """
     queries = _matrix(queries)
+    # FAISS allocates k slots per query before looking: -n 2147483648 died in bad_alloc after
+    # 16.9 GB and -n 2**63 overflowed. More than the photos there are is never useful.
+    k = max(1, min(k, index.ntotal, len(allowed_ids) if allowed_ids is not None else k))
     with _threads_for(len(queries), SERIAL_QUERIES):
         if allowed_ids is None:
             scores, found = index.search(queries, k)

@@ -99,3 +99,125 @@ def test_a_library_whose_database_was_lost_is_still_adopted(tmp_path, photos, ti
 
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["indexed"] == 3
+
+
+# -- Medium 4: two first runs with different models ------------------------------------------
+
+
+def test_racing_first_runs_with_different_models_do_not_mix_vectors(
+    tmp_path, photos, tiny_checkpoint
+):
+    """Both opened the new library before either recorded a model; both used to succeed."""
+    import shutil
+
+    from clipsearch import Library
+    from clipsearch.errors import ClipsearchError
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(tiny_checkpoint, other)
+    library = tmp_path / "lib"
+    first = Library.open(library, model=TINY, pretrained=str(tiny_checkpoint), create=True)
+    second = Library.open(library, model=TINY, pretrained=str(other), create=True)
+    with first, second:
+        assert first.index([photos]).indexed == 3
+        with pytest.raises(ClipsearchError, match="another run has just built this library"):
+            second.index([photos])
+    status = json.loads(cli("status", "--library", library, "--json").stdout)
+    assert status["images"] == 3 and str(tiny_checkpoint) in json.dumps(status)
+
+
+# -- Medium 5: a reused vector's identity ----------------------------------------------------
+
+
+def bmp_with_middle(path: Path, seed: int) -> Path:
+    """A 600x600 BMP whose first and last 64 KB (header, edge rows) are the same for every
+    seed; only the middle rows differ."""
+    from conftest import photo
+    from PIL import Image
+
+    image = Image.new("RGB", (600, 600), (90, 120, 150))
+    image.paste(photo(seed, (600, 400)), (0, 100))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="BMP")
+    return path
+
+
+def test_a_new_file_with_equal_margins_is_not_taken_for_a_moved_one(
+    tmp_path, home, tiny_checkpoint
+):
+    root = tmp_path / "Photos"
+    old = bmp_with_middle(root / "old.bmp", seed=1)
+    assert cli("index", root, *model(tiny_checkpoint)).exit_code == 0
+    old.unlink()
+    new = bmp_with_middle(root / "new.bmp", seed=2)
+    assert new.read_bytes()[:65536] == bmp_with_middle(tmp_path / "x.bmp", 1).read_bytes()[:65536]
+
+    summary = json.loads(cli("index", "--json").stdout)
+
+    assert (summary["moved"], summary["indexed"], summary["removed"]) == (0, 1, 1)
+    new.rename(root / "renamed.bmp")  # a real move is still recognised
+    summary = json.loads(cli("index", "--json").stdout)
+    assert (summary["moved"], summary["indexed"]) == (1, 0)
+
+
+# -- Medium 6: -n beyond the library ---------------------------------------------------------
+
+
+def test_top_beyond_any_int64_lists_the_whole_library(photos, home, tiny_checkpoint):
+    """-n 2**63 was a traceback (the huge-but-representable -n values that allocated without
+    bound are tested on vectorindex.search in a memory-capped child)."""
+    assert cli("index", photos, *model(tiny_checkpoint)).exit_code == 0
+    for command in (("query", "sky"), ("similar", photos / "p0.jpg")):
+        result = cli(*command, "-n", str(2**63), "--json")
+        assert result.exit_code == 0, result.stderr
+        assert len(json.loads(result.stdout)) == (3 if command[0] == "query" else 2)
+
+
+# -- Medium 7: file-system strings in messages -----------------------------------------------
+
+OSC = "\x1b]0;pwned\x07\x1b[2J"  # set the terminal's title, clear the screen
+
+
+def test_paths_that_look_like_rich_markup_are_shown_literally(
+    tmp_path, home, tiny_checkpoint, monkeypatch
+):
+    """A root named `a[/b]` made `status` a MarkupError traceback; `[old] photos` lost `[old]`."""
+    monkeypatch.setenv("COLUMNS", "400")
+    roots = [tmp_path / "a[/b]", tmp_path / "[old] photos"]  # a[/b]: a folder `a[` holding `b]`
+    for seed, root in enumerate(roots):
+        save_photo(root / "p.jpg", seed=seed)
+    assert cli("index", *roots, *model(tiny_checkpoint)).exit_code == 0
+
+    shown = cli("status")
+
+    assert shown.exit_code == 0, shown.stderr
+    for root in roots:
+        assert str(root) in shown.stdout
+
+
+def test_symlink_names_targets_and_loops_reach_the_terminal_escaped(
+    tmp_path, home, tiny_checkpoint
+):
+    root = tmp_path / "Photos"
+    save_photo(root / "p.jpg", seed=1)
+    (root / f"to-{OSC}.jpg").symlink_to(root / f"gone-{OSC}.jpg")  # broken: target named
+    looped = root / f"loop{OSC}"
+    looped.mkdir()
+    (looped / "back").symlink_to(looped)
+
+    indexed = cli("index", root, *model(tiny_checkpoint))
+    listed = cli("status", "--errors")
+    refused = cli("forget", tmp_path / f"not-a-root{OSC}")
+    (tmp_path / "elsewhere").mkdir()
+
+    assert indexed.exit_code == 0, indexed.stderr
+    assert "broken symlink (target" in listed.stdout and "symlink loop" in listed.stdout
+    one_error_line(refused, "is not an indexed root")
+    for text in (indexed.stderr, listed.stdout, refused.stderr):
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert "\\x1b]0;pwned\\x07" in text, text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "0", "-3", "lots"])
+def test_max_megapixels_must_be_a_positive_finite_number(photos, home, value):
+    one_error_line(cli("index", photos, "--max-megapixels", value), "--max-megapixels")

@@ -7,6 +7,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from bounded import run_capped
 
 from clipsearch.bench import vectors as benchquery
 from clipsearch.bench.vectors import recall_at_k, synthetic_vectors
@@ -80,10 +81,38 @@ def test_single_query_and_empty_slots(data) -> None:
     vectors, ids, queries = data
     index = vectorindex.build(vectors[:5], ids[:5], "flat")
     scores, found = vectorindex.search(index, queries[0], 8)
-    assert found.shape == (1, 8)
+    assert found.shape == (1, 5)  # k is clamped to what the index holds
     assert sorted(found[0, :5]) == sorted(ids[:5])
-    assert np.all(found[0, 5:] == -1)
-    assert np.all(np.isneginf(scores[0, 5:]))
+    index.remove_ids(np.array(ids[:2]))
+    scores, found = vectorindex.search(index, queries[0], 5, allowed_ids=ids[:4])
+    assert sorted(found[0, :2]) == sorted(ids[2:4])
+    assert np.all(found[0, 2:] == -1)
+    assert np.all(np.isneginf(scores[0, 2:]))
+
+
+@pytest.mark.parametrize("k", [2**31, 10**9, 2**63, 2**70])
+def test_huge_k_is_clamped_to_the_index_size(k: int) -> None:
+    """-n 2147483648 died in bad_alloc after 16.9 GB; -n 2**63 overflowed into a traceback.
+    Run in a child allowed 1 GB more than its imports, so the unfixed code cannot hurt."""
+    code = (
+        "import sys\n"
+        "vectors = synthetic_vectors(4000, 32, clusters=64)\n"
+        "ids = np.arange(4000, dtype=np.int64) * 3 + 1000\n"
+        "for kind in ('flat', 'IVF64,SQ8'):\n"
+        "    index = vectorindex.build(vectors, ids, kind)\n"
+        "    _, found = vectorindex.search(index, vectors[:2], int(sys.argv[1]))\n"
+        "    assert found.shape == (2, 4000), found.shape\n"
+        "    k = int(sys.argv[1])\n"
+        "    _, found = vectorindex.search(index, vectors[:2], k, allowed_ids=ids[:7])\n"
+        "    assert found.shape == (2, 7) and set(found[0]) == set(ids[:7]), found\n"
+    )
+    imports = (
+        "import numpy as np\n"
+        "from clipsearch.bench.vectors import synthetic_vectors\n"
+        "from clipsearch.storage import vectorindex\n"
+    )
+    out = run_capped(imports, code, str(k), extra_mb=1024)
+    assert out.returncode == 0, out.stderr[-1500:]
 
 
 def test_ids_of_lists_every_id(data, kind) -> None:
