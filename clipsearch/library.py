@@ -478,6 +478,10 @@ class Library:
         if allowed is not None and not len(allowed):
             return []
         scores, ids = vectorindex.search(index, vector[None, :], top, allowed_ids=allowed)
+        if not _cosines(scores, ids):  # checked before any answer is shown
+            self._rebuilt_after_damage()
+            index = self._exact_index() if exact else self._vector_index()
+            scores, ids = vectorindex.search(index, vector[None, :], top, allowed_ids=allowed)
         pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         if min_score is not None:
             pairs = [(s, i) for s, i in pairs if s >= min_score]
@@ -517,11 +521,19 @@ class Library:
             hits.append(hit)
         return hits
 
-    def _vector_index(self):
-        """The index of the last commit, loaded once per generation (batch queries reuse it)."""
+    def _vector_index(self, verify: bool = False):
+        """The index of the last commit, loaded once per generation (batch queries reuse it);
+        `verify` checks the file's checksum whatever its size."""
         generation = self.store.generation()
-        if self._loaded_index is None or self._loaded_index[0] != generation:
-            self._loaded_index = (generation, current_index(self.store)[0])
+        if verify or self._loaded_index is None or self._loaded_index[0] != generation:
+            self._loaded_index = (generation, current_index(self.store, verify=verify)[0])
+        return self._loaded_index[1]
+
+    def _rebuilt_after_damage(self):
+        """Scores no cosine can have mean the loaded file is damaged: rebuild from SQLite."""
+        from .storage.vectorfile import rebuilt_after_damage
+
+        self._loaded_index = (self.store.generation(), rebuilt_after_damage(self.store))
         return self._loaded_index[1]
 
     def _exact_index(self):
@@ -626,7 +638,7 @@ class Library:
 
     def status(self) -> dict:
         updated = self.store.meta("updated")
-        index = self._vector_index()
+        index = self._vector_index(verify=True)
         return {
             "library": str(self.directory),
             "roots": self.store.roots(),
@@ -646,6 +658,17 @@ class Library:
 
     def errors(self) -> list[Skipped]:
         return sorted(self.store.known_errors().values(), key=lambda s: s.path)
+
+
+# Rounding lets a float32 cosine of unit vectors stray this far past +-1, no further.
+_COSINE_SLACK = 1e-3
+
+
+def _cosines(scores: np.ndarray, ids: np.ndarray) -> bool:
+    """True when every returned score could be a cosine: finite and within [-1, 1] (plus
+    rounding).  A damaged vector file gives others (7.4e22 was seen) and must not rank."""
+    found = scores[ids >= 0]
+    return bool(np.all(np.isfinite(found)) and np.all(np.abs(found) <= 1 + _COSINE_SLACK))
 
 
 def _check_top(top: int) -> None:

@@ -150,6 +150,7 @@ class Store:
         self.layout = Layout(directory)
         self.conn = conn
         self._vectors_changed = False
+        self._roots_changed = False
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = False) -> Store:
@@ -234,8 +235,10 @@ class Store:
         )
         if device is not None:
             self.conn.execute("UPDATE roots SET device = ? WHERE path = ?", (device, raw))
+        self._roots_changed = True
 
     def set_root_settings(self, path: str, settings: dict) -> None:
+        self._roots_changed = True
         self.conn.execute(
             "UPDATE roots SET settings = ? WHERE path = ?",
             (json.dumps(settings, sort_keys=True) if settings else None, encode_path(path)),
@@ -269,6 +272,7 @@ class Store:
         self.conn.execute("DELETE FROM errors WHERE path >= ? AND path < ?", (low, high))
         self.conn.execute("DELETE FROM roots WHERE path = ?", (encode_path(path),))
         self._vectors_changed = self._vectors_changed or cur > 0
+        self._roots_changed = True
         return cur
 
     # -- files ----------------------------------------------------------------------------
@@ -441,18 +445,59 @@ class Store:
         or after SQLite rolled back by itself (disk full), there is nothing left to commit.
         """
         if not self.conn.in_transaction:
-            self._vectors_changed = False
+            self._vectors_changed = self._roots_changed = False
             return
         if self._vectors_changed:
             self.set_meta(generation=self.generation() + 1)
             self._vectors_changed = False
         self.set_meta(updated=time.time())
         self.conn.execute("COMMIT")
+        if self._roots_changed:
+            self._roots_changed = False
+            with contextlib.suppress(OSError):  # a copy: the database is what counts
+                self.save_roots_copy()
+
+    def save_roots_copy(self) -> None:
+        """Write layout.roots_copy from the committed roots (see Layout.roots_copy)."""
+        from ..fsutil import replace_atomically
+
+        records = [
+            {"path": r.path, "device": r.device, "settings": r.settings}
+            for r in self.root_records()
+        ]
+        text = json.dumps(records, indent=1)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        replace_atomically(self.layout.roots_copy, write)
+
+    def restore_roots(self) -> int:
+        """Put back the roots (and settings) that layout.roots_copy lists and the database
+        lacks; returns how many were restored."""
+        try:
+            records = json.loads(self.layout.roots_copy.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        have = {r.path: r for r in self.root_records()}
+        restored = 0
+        for record in records if isinstance(records, list) else []:
+            path, settings = record.get("path"), record.get("settings") or {}
+            if not isinstance(path, str):
+                continue
+            if path not in have:
+                self.add_root(path, record.get("device"))
+                restored += 1
+            if settings and not (have.get(path) and have[path].settings):
+                self.set_root_settings(path, settings)
+        return restored
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self._vectors_changed = False
+        self._roots_changed = False
 
     def snapshot(self) -> _Snapshot:
         """A read transaction: everything read inside sees one committed state."""

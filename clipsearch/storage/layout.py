@@ -10,6 +10,7 @@ Only this module knows these names; everything else asks it (as pipx's `paths.py
 | `text/`, `image/`             | the model's towers exported for torch-free queries        |
 | `thumbnails/`, `galleries/`   | thumbnails (one per file version) and HTML pages          |
 | `write.lock`                  | one writer at a time; readers never wait                  |
+| `roots.json`                  | a copy of the roots and their settings, for `repair`      |
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class Layout:
     @property
     def lock(self) -> Path:
         return self.directory / "write.lock"
+
+    @property
+    def roots_copy(self) -> Path:
+        """The roots, devices and settings as JSON, rewritten when they change: a damaged
+        database can lose its roots table, and `repair` gets them back from here."""
+        return self.directory / "roots.json"
 
     @property
     def text_export(self) -> Path:

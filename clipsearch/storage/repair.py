@@ -37,9 +37,15 @@ def repair_library(
         raise ClipsearchError(f"no library at {directory}: nothing to repair")
     try:
         with write_lock(directory, wait=wait, on_wait=on_wait):
-            done = ["the database passed its integrity check"] if _healthy(db) else _salvage(db)
+            salvaged = None if _healthy(db) else _salvage(db)
             store = Store.open(directory)
             try:
+                done = _restore_roots(store)
+                if salvaged is None:
+                    done.insert(0, "the database passed its integrity check")
+                else:
+                    done[:0] = _salvage_report(*salvaged, has_roots=bool(store.roots()))
+                done += _check_vector_file(store)
                 done += _fix_vector_sizes(store)
                 done.append(f"rebuilt the vector index from {rebuild_index(store)} photos")
             finally:
@@ -67,7 +73,47 @@ def _read_only(db: Path) -> sqlite3.Connection:
 # -- salvage ------------------------------------------------------------------------------
 
 
-def _salvage(db: Path) -> list[str]:
+def _restore_roots(store: Store) -> list[str]:
+    """Roots the database lost come back from the copy beside it, with their settings."""
+    store.begin()
+    restored = store.restore_roots()
+    store.commit()
+    if not restored:
+        return []
+    return [f"restored {restored} folders and their settings from {store.layout.roots_copy.name}"]
+
+
+def _check_vector_file(store: Store) -> list[str]:
+    from .vectorfile import checksum_state
+
+    if checksum_state(store) == "damaged":
+        return ["the vector index file did not match its checksum (it is damaged)"]
+    return []
+
+
+def _salvage_report(
+    backup: Path, counts: dict[str, int], notes: list[str], has_roots: bool
+) -> list[str]:
+    """What salvage kept, and advice that works: `index` alone needs a known root."""
+    again = (
+        "run `clipsearch index` to embed any photos that were lost"
+        if has_roots
+        else "no folder is known any more: run `clipsearch index FOLDER` for each of yours"
+    )
+    if not any(counts.values()):
+        return [
+            f"the database was damaged beyond recovery (kept as {backup.name}); "
+            f"started an empty one: index your folders again ({again})"
+        ]
+    return [
+        f"the database was damaged (kept as {backup.name}); recovered {counts['files']} "
+        f"photos, {counts['roots']} folders and {counts['errors']} skipped-file notes "
+        f"into a fresh one; {again}",
+        *notes,
+    ]
+
+
+def _salvage(db: Path) -> tuple[Path, dict[str, int], list[str]]:
     """Copy what can be read into a fresh database, keep the damaged one, swap them."""
     fresh = Layout(db.parent).salvage
     fresh.unlink(missing_ok=True)
@@ -80,17 +126,7 @@ def _salvage(db: Path) -> list[str]:
     backup = _set_aside(db)
     os.replace(fresh, db)
     fsync_path(db.parent)
-    if not any(counts.values()):
-        return [
-            f"the database was damaged beyond recovery (kept as {backup.name}); "
-            "started an empty one: index your folders again"
-        ]
-    return [
-        f"the database was damaged (kept as {backup.name}); recovered {counts['files']} "
-        f"photos, {counts['roots']} folders and {counts['errors']} skipped-file notes "
-        "into a fresh one; run `clipsearch index` to embed any photos that were lost",
-        *notes,
-    ]
+    return backup, counts, notes
 
 
 def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:
@@ -225,7 +261,27 @@ def _set_aside(db: Path) -> Path:
     for side, kept in zip(layout.wal_files(db), layout.wal_files(backup), strict=True):
         if side.exists():
             os.replace(side, kept)
+    _fold_log(backup)
     return backup
+
+
+def _fold_log(backup: Path) -> None:
+    """Fold the write-ahead log into the backup so no -wal/-shm files stay beside it; if the
+    damage stops that, they go anyway (what they held was read into the fresh database)."""
+    sides = Layout(backup.parent).wal_files(backup)
+    if not any(side.exists() for side in sides):
+        return
+    try:
+        conn = sqlite3.connect(backup, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        pass
+    for side in sides:
+        side.unlink(missing_ok=True)
 
 
 # -- vectors ------------------------------------------------------------------------------
