@@ -223,3 +223,16 @@ def test_every_worker_gets_files():
     assert call_size(files=1000, wanted=32, workers=4) == 32
     assert call_size(files=41, wanted=32, workers=2) == 21
     assert call_size(files=1, wanted=256, workers=8) == 1
+
+
+def test_the_cluster_config_in_the_repo_is_one_ray_accepts():
+    ray = pytest.importorskip("ray")
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema_path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+    config = yaml.safe_load((REPO / "deploy" / "ray-cluster.yaml").read_text())
+    jsonschema.validate(config, json.loads(schema_path.read_text()))
+    assert any("/mnt/nas" in command for command in config["setup_commands"])
