@@ -12,10 +12,14 @@ Two measurements:
   written, for `commit_vectors` random vectors of the model's size.  However many GPUs embed,
   one driver cannot store faster than this: divided by a GPU's img/s it says how many GPUs
   one driver can feed.
+
+It also gives the photos' mean file size, and what one GPU at 1,500 img/s would read of
+such files from the shared filesystem per second.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +49,9 @@ def run(
 
     with _workspace(workdir) as work:
         folder = photo_folder(work, synthetic, megapixels, images)
-        count = len(_photo_paths(folder))
+        paths = _photo_paths(folder)
+        count = len(paths)
+        file_mb = float(np.mean([os.path.getsize(p) for p in paths])) / 1e6
         checkpoint = pretrained or str(random_checkpoint(model, work / "random.safetensors"))
         indexed = _index_in_child(
             folder, work / "library", model, checkpoint, device, batch_size, ray=options
@@ -70,6 +76,8 @@ def run(
         "worker_ips_sum": round(sum(rates), 2),
         **committed,
         "gpus_one_driver_feeds": round(committed["commit_vps"] / GPU_IMG_PER_S, 1),
+        "mean_file_mb": round(file_mb, 3),
+        "gpu_reads_gb_per_s": round(file_mb * GPU_IMG_PER_S / 1000, 2),
     }
 
 

@@ -25,6 +25,10 @@ from .scan import FoundFile
 
 EXTRA = "pip install 'clipsearch[ray]'"
 GPU_CALL_BATCHES = 4  # forward passes per call on a GPU actor: its decode workers start per call
+CALLS_PER_WORKER = 4  # at least, in a small run
+# Calls queued on one actor: a second one hides the hand-over between calls, more would let
+# the first actor up take every call of a small run while the others still load the model.
+IN_FLIGHT_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,9 @@ class RayEmbedder:
             ),
             batch_size=per_call,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=ray.data.ActorPoolStrategy(
+                size=workers, max_tasks_in_flight_per_actor=IN_FLIGHT_PER_WORKER
+            ),
             num_cpus=cores,
             num_gpus=gpus,
         )
@@ -165,8 +171,9 @@ class RayEmbedder:
 
 
 def call_size(files: int, wanted: int, workers: int) -> int:
-    """Files per actor call: `wanted`, but small enough that every worker gets some."""
-    return max(1, min(wanted, -(-files // workers)))
+    """Files per actor call: `wanted`, but small enough for CALLS_PER_WORKER calls each, so
+    that an actor which is ready late (its model still loading) still finds work queued."""
+    return max(1, min(wanted, -(-files // (workers * CALLS_PER_WORKER))))
 
 
 def connect(ray, options: RayOptions) -> bool:
@@ -227,11 +234,22 @@ def placement(ray, device: str, workers: int | None) -> tuple[str, int, int, int
         count = workers or gpus
         if count > gpus:
             raise ClipsearchError(f"--workers {count} needs {count} GPUs; the cluster has {gpus}")
-        return "cuda", 1, max(1, cpus // gpus - 1), count
+        return "cuda", 1, cores_per_gpu(ray.nodes()), count
     count = workers or cpus
     if count > cpus:
         raise ClipsearchError(f"--workers {count} needs {count} CPUs; the cluster has {cpus}")
     return "cpu", 0, 1, count
+
+
+def cores_per_gpu(nodes: list[dict]) -> int:
+    """Decoding cores for each GPU actor: the scarcest GPU node's cores per GPU, less one for
+    Ray's own processes (the head's CPUs do not count: an actor runs where its GPU is)."""
+    shares = [
+        int(n["Resources"].get("CPU", 0)) // int(n["Resources"]["GPU"])
+        for n in nodes
+        if n.get("Alive") and n["Resources"].get("GPU", 0) >= 1
+    ]
+    return max(1, min(shares, default=1) - 1)
 
 
 def _file_server(ray):

@@ -37,3 +37,4 @@ def test_bench_index_on_ray_reports_workers_and_the_commit_rate(tmp_path: Path) 
     assert report["end_to_end_ips"] > 0 and report["commit_vps"] > 0
     assert [w["images"] for w in report["per_worker"]] == [4]
     assert report["gpus_one_driver_feeds"] == round(report["commit_vps"] / 1500, 1)
+    assert report["mean_file_mb"] > 0 and report["gpu_reads_gb_per_s"] > 0

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ from typer.testing import CliRunner
 
 from clipsearch import Library
 from clipsearch.cli import app
-from clipsearch.indexing.distributed import RayOptions, call_size
+from clipsearch.errors import ClipsearchError
+from clipsearch.indexing.distributed import RayOptions, call_size, cores_per_gpu, placement
 from clipsearch.storage import vectorindex
 from clipsearch.storage.db import Store
 from clipsearch.storage.vectorfile import current_index
@@ -221,7 +223,7 @@ def test_a_local_index_never_imports_ray():
 
 def test_every_worker_gets_files():
     assert call_size(files=1000, wanted=32, workers=4) == 32
-    assert call_size(files=41, wanted=32, workers=2) == 21
+    assert call_size(files=120, wanted=32, workers=2) == 15  # four calls each
     assert call_size(files=1, wanted=256, workers=8) == 1
 
 
@@ -236,3 +238,32 @@ def test_the_cluster_config_in_the_repo_is_one_ray_accepts():
     config = yaml.safe_load((REPO / "deploy" / "ray-cluster.yaml").read_text())
     jsonschema.validate(config, json.loads(schema_path.read_text()))
     assert any("/mnt/nas" in command for command in config["setup_commands"])
+
+
+def test_gpu_actors_get_the_cores_of_their_own_node():
+    head = {"Alive": True, "Resources": {"CPU": 8.0}}
+    big = {"Alive": True, "Resources": {"CPU": 32.0, "GPU": 1.0}}
+    quad = {"Alive": True, "Resources": {"CPU": 48.0, "GPU": 4.0}}
+    gone = {"Alive": False, "Resources": {"CPU": 2.0, "GPU": 1.0}}
+    assert cores_per_gpu([head, big, gone]) == 31
+    assert cores_per_gpu([head, big, quad]) == 11
+    assert cores_per_gpu([head]) == 1
+
+
+def fake_cluster(cpus: int, gpus: int) -> SimpleNamespace:
+    node = {"Alive": True, "Resources": {"CPU": float(cpus), "GPU": float(gpus)}}
+    return SimpleNamespace(
+        cluster_resources=lambda: {"CPU": float(cpus), "GPU": float(gpus)}, nodes=lambda: [node]
+    )
+
+
+def test_placement_is_one_actor_per_gpu_else_per_core():
+    assert placement(fake_cluster(16, 2), "auto", None) == ("cuda", 1, 7, 2)
+    assert placement(fake_cluster(16, 2), "cpu", None) == ("cpu", 0, 1, 16)
+    assert placement(fake_cluster(2, 0), "auto", 1) == ("cpu", 0, 1, 1)
+    with pytest.raises(ClipsearchError, match="--workers 3 needs 3 GPUs; the cluster has 2"):
+        placement(fake_cluster(16, 2), "auto", 3)
+    with pytest.raises(ClipsearchError, match="no GPUs"):
+        placement(fake_cluster(4, 0), "cuda", None)
+    with pytest.raises(ClipsearchError, match="--workers 5 needs 5 CPUs; the cluster has 4"):
+        placement(fake_cluster(4, 0), "cpu", 5)
