@@ -33,6 +33,7 @@ from .storage.lock import write_lock
 from .storage.vectorfile import current_index, drop_stale_files, save_index
 
 if TYPE_CHECKING:
+    from .indexing.distributed import RayOptions
     from .indexing.run import Progress
     from .photos.thumbnails import ThumbnailCache
     from .results import IndexReport
@@ -150,6 +151,7 @@ class Library:
         date_fallback: str = "none",
         remove_offline: bool = False,
         retry_errors: bool = False,
+        ray: RayOptions | None = None,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root).
 
@@ -165,13 +167,18 @@ class Library:
         retry_errors=True retries every file that failed before.
 
         date_fallback="mtime" gives photos without a recorded capture time their file's
-        modification time (by default they have none: an mtime is often a copy's date)."""
+        modification time (by default they have none: an mtime is often a copy's date).
+        `ray` embeds on a Ray cluster (see indexing/distributed.py); the rest runs here."""
         from .indexing import scan as scanner
         from .indexing.metadata import DATE_FALLBACKS
         from .indexing.run import run_index
 
         if date_fallback not in DATE_FALLBACKS:
             raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
+        if ray:
+            from .indexing.distributed import require_ray
+
+            require_ray()  # before any work: without the extra, say so at once
 
         new = root_settings.given(excludes, default_excludes, raw_too, max_megapixels)
         if new.get("exclude"):
@@ -184,22 +191,24 @@ class Library:
             removed_offline = self._remove_offline(offline) if remove_offline else 0
             settings, notes = self._apply_settings(online, new, retry_errors)
             scan = scanner.scan_each(online, settings)
+            limits = root_settings.PixelLimits(
+                tuple(
+                    (r, root_settings.max_pixels(s["max_megapixels"])) for r, s in settings.items()
+                ),
+                root_settings.max_pixels("auto"),
+            )
+            embedder = self._ray_embedder(ray, limits) if ray else None
             report = run_index(
                 self.store,
                 online,
                 scan,
                 lambda: self.encoders.get(INDEX),
                 batch_size=self.batch_size,
-                max_pixels=root_settings.PixelLimits(
-                    tuple(
-                        (r, root_settings.max_pixels(s["max_megapixels"]))
-                        for r, s in settings.items()
-                    ),
-                    root_settings.max_pixels("auto"),
-                ),
+                max_pixels=limits,
                 progress=progress,
                 date_fallback=date_fallback,
                 offline=list(offline),
+                embedder=embedder,
             )
             report.notes = notes
             report.removed += removed_offline
@@ -208,6 +217,8 @@ class Library:
                     {"root": r, "reason": why, "photos": self.store.count_under(r)}
                     for r, why in offline.items()
                 ]
+            if embedder is not None and embedder.run is not None:
+                report.ray = embedder.run.as_dict()
             try:
                 self._refresh_vector_file()
             except KeyboardInterrupt:  # the work is committed; the cache is rebuilt on demand
@@ -252,6 +263,14 @@ class Library:
             path = absolute(p)
             targets.append(path if path in known else scanner.normalise_root(path))
         return targets
+
+    def _ray_embedder(self, options: RayOptions, max_pixels):
+        """The cluster's workers embed on `self.device`; the driver's own copy of the model
+        (it checks the vector size and exports the query towers) loads on the CPU."""
+        from .indexing.distributed import RayEmbedder
+
+        self.encoders.device = "cpu"
+        return RayEmbedder(options, self.spec, self.device, self.batch_size, max_pixels)
 
     def _known_roots(self) -> list[str]:
         roots = self.store.roots()

@@ -72,6 +72,7 @@ class IndexReport:
     # Roots left alone because they are offline: {"root", "reason", "photos"} each.
     offline: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # remembered settings this run replaced
+    ray: dict | None = None  # `index --ray`: workers used and their img/s (RayRun.as_dict)
 
     def as_dict(self) -> dict:
         return {
@@ -89,4 +90,5 @@ class IndexReport:
             "metadata_read": self.metadata_read,
             "reused": self.reused,
             "offline": self.offline,
+            **({"ray": self.ray} if self.ray is not None else {}),
         }

@@ -26,6 +26,7 @@ to the work folder first.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -298,9 +299,16 @@ def random_checkpoint(model: str, path: Path) -> Path:
 
 
 def _index_in_child(
-    photos: Path, library: Path, model: str, checkpoint: str, device: str, batch: int
+    photos: Path,
+    library: Path,
+    model: str,
+    checkpoint: str,
+    device: str,
+    batch: int | None,
+    ray=None,
 ) -> dict:
-    """Run the end-to-end index in a fresh process, so its peak memory is its own."""
+    """Run the end-to-end index in a fresh process, so its peak memory is its own.
+    `ray`: RayOptions to embed on a Ray cluster (bench/distributed.py)."""
     shutil.rmtree(library, ignore_errors=True)  # a kept --workdir must not make it a re-index
     result = library.with_suffix(".json")
     job = dict(
@@ -311,6 +319,7 @@ def _index_in_child(
         device=device,
         batch_size=batch,
         result=str(result),
+        ray=None if ray is None else dataclasses.asdict(ray),
     )
     proc = subprocess.run(
         [sys.executable, "-m", "clipsearch.bench.index", json.dumps(job)],
@@ -334,6 +343,7 @@ def _index_job(job: dict) -> dict:
     their number. Forked workers share the parent's pages (the model's weights among them) and
     both peaks count those pages, so the sum is an upper bound on what indexing really needed.
     """
+    from ..indexing.distributed import RayOptions
     from ..indexing.pipeline import worker_plan
     from ..library import Library
     from ..model.factory import INDEX
@@ -346,11 +356,15 @@ def _index_job(job: dict) -> dict:
         batch_size=job["batch_size"],
         create=True,
     ) as lib:
-        workers = worker_plan(lib.encoders.get(INDEX).device).workers
+        ray = RayOptions(**job["ray"]) if job.get("ray") else None
+        if ray:
+            lib.encoders.device = "cpu"  # the driver's copy, as Library.index loads it for Ray
+        encoder = lib.encoders.get(INDEX)
+        workers = worker_plan(encoder.device).workers
         load_mb = _own_peak_mb()
         _reset_own_peak()
         start = time.perf_counter()
-        report = lib.index([job["photos"]], max_megapixels="auto")
+        report = lib.index([job["photos"]], max_megapixels="auto", ray=ray)
         seconds = time.perf_counter() - start
     if report.skipped or report.interrupted or report.unchanged:
         raise ClipsearchError(
@@ -364,6 +378,8 @@ def _index_job(job: dict) -> dict:
         "main_mb": main_mb,
         "worker_mb": worker_mb,
         "peak_rss_mb": round(main_mb + workers * worker_mb, 1),
+        "dim": encoder.dim,
+        "ray": report.ray,
     }
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOpt, JsonOpt
+from .options import DeviceOpt, JsonOpt, RayOpt, ShipFilesOpt, WorkersOpt
 from .output import print_json
 
 
@@ -40,10 +40,40 @@ def bench_index(
     backfill: Annotated[
         int, typer.Option(min=1, help="Photos whose metadata backfill is timed")
     ] = 10_000,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    ray_ship_files: ShipFilesOpt = False,
+    commit_vectors: Annotated[
+        int, typer.Option(min=1, help="With --ray: vectors whose commit by the driver is timed")
+    ] = 50_000,
     json_out: JsonOpt = False,
 ) -> None:
-    """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity."""
+    """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity;
+    with --ray, a Ray run's speed and the driver's commit rate."""
     from ..bench.index import print_table, run
+    from .index import ray_options_for
+
+    options = ray_options_for(ray, workers, ray_ship_files)
+    if options is not None:
+        from ..bench import distributed
+
+        result = distributed.run(
+            options,
+            synthetic,
+            megapixels,
+            images,
+            model,
+            pretrained,
+            device,
+            batch_size,
+            workdir,
+            commit_vectors,
+        )
+        if json_out:
+            print_json(result)
+        else:
+            distributed.print_table(result)
+        return
 
     result = run(
         synthetic, megapixels, images, model, pretrained, device, batch_size, workdir, backfill

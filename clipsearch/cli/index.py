@@ -10,8 +10,16 @@ from typing import Annotated
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, warn
-from .options import DeviceOpt, JsonOpt, LibraryOpt, NoWaitOpt
+from ..errors import EXIT_INTERRUPTED, ClipsearchError, warn
+from .options import (
+    DeviceOpt,
+    JsonOpt,
+    LibraryOpt,
+    NoWaitOpt,
+    RayOpt,
+    ShipFilesOpt,
+    WorkersOpt,
+)
 from .output import open_library, print_json
 
 
@@ -77,12 +85,17 @@ def index(
             help="Drop the photos of roots that are offline (missing, empty, unmounted)",
         ),
     ] = False,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    ray_ship_files: ShipFilesOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
     library: LibraryOpt = None,
 ) -> None:
     """Embed new and changed photos under PATHS; later runs only touch what changed."""
     from ..output.summary import human_summary
+
+    ray_options = ray_options_for(ray, workers, ray_ship_files)
 
     lib = open_library(
         library,
@@ -105,6 +118,7 @@ def index(
             on_wait=warn,
             date_fallback=date_fallback,
             remove_offline=remove_offline,
+            ray=ray_options,
         )
     for path, reason in report.new_problems:
         warn(f"skipped {path}: {reason}")  # warn escapes the whole line
@@ -114,6 +128,18 @@ def index(
         sys.stderr.write(human_summary(report) + "\n")
     if report.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def ray_options_for(address: str | None, workers: int | None, ship_files: bool):
+    """The Ray options, checked before any work: Ray itself must be installed."""
+    if address is None:
+        if workers is not None or ship_files:
+            raise ClipsearchError("--workers and --ray-ship-files go with --ray ADDRESS")
+        return None
+    from ..indexing.distributed import RayOptions, require_ray
+
+    require_ray()
+    return RayOptions(address, workers, ship_files)
 
 
 @contextlib.contextmanager

@@ -51,3 +51,24 @@ CameraOpt = Annotated[
     str | None, typer.Option(help="Camera make or model contains this (any case)")
 ]
 SortOpt = Annotated[str, typer.Option(help="Order: score, date (oldest first) or -date")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Embed on a Ray cluster: local, auto, HOST:PORT or ray://HOST:10001 "
+        "(needs clipsearch[ray])",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Ray workers (one model each) [default: one per GPU, else per CPU]"),
+]
+ShipFilesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray-ship-files",
+        help="Send the photos' bytes to the Ray workers (when they cannot read the same path)",
+    ),
+]

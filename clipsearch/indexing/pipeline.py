@@ -202,17 +202,19 @@ def embed_files(
     batch_size: int | None,
     max_pixels: int | None,
     workers: int | None = None,
+    cores: int | None = None,
 ) -> Iterator[list[Embedded | Failed]]:
     """Yield one list of outcomes per batch, in file order within each batch.
 
     The batch size defaults by device here, once the encoder is loaded: deciding it earlier
     would load the model even when nothing needs embedding. When a decode worker dies, the
     files it was decoding are tried again one at a time in a fresh worker; one that kills
-    that too is a Failed with WORKER_DIED, and the rest of the run goes on.
+    that too is a Failed with WORKER_DIED, and the rest of the run goes on.  `cores`: how
+    many this run may use (a Ray actor's share of its node), by default the machine's.
     """
     import torch
 
-    plan = worker_plan(encoder.device)
+    plan = worker_plan(encoder.device, cores)
     workers = plan.workers if workers is None else workers
     torch.set_num_threads(plan.threads)
     size = batch_size or default_batch_size(encoder.device)

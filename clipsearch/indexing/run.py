@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -19,10 +19,13 @@ from . import metadata
 from .pipeline import DISAPPEARED, Embedded, Failed, embed_files
 from .plan import Plan, plan_changes
 from .roots import device_of
-from .scan import ScanResult
+from .scan import FoundFile, ScanResult
 
 COMMIT_SECONDS = 10.0  # how much work a crash may cost; $CLIPSEARCH_COMMIT_SECONDS overrides
 Progress = Callable[[int, int], None]
+# Files to embed and the loaded encoder -> lists of outcomes; a local run uses embed_files,
+# a Ray run hands the files to its workers (indexing/distributed.py).
+Embedder = Callable[[list[FoundFile], object], Iterator[list[Embedded | Failed]]]
 
 
 def run_index(
@@ -36,11 +39,14 @@ def run_index(
     progress: Progress | None = None,
     date_fallback: str = "none",
     offline: Sequence[str] = (),
+    embedder: Embedder | None = None,
 ) -> IndexReport:
     """Apply the plan in committed steps; an interrupt keeps everything committed so far.
 
     Files indexed before photo metadata existed get theirs read first (headers only), except
-    under `offline` roots, which are out of reach."""
+    under `offline` roots, which are out of reach.  `embedder` replaces the local
+    decode-and-embed pipeline (a Ray cluster's); whatever embeds, the outcomes are committed
+    here, the same way."""
     started = time.monotonic()
     plan = plan_changes(store, roots, scan)
     report = _scan_report(scan, plan)
@@ -64,7 +70,14 @@ def run_index(
             store, embedding, commit_seconds(), skip_under=offline
         )
         if plan.embed:
-            _embed_all(store, plan.embed, load_encoder(), report, batch_size, max_pixels, progress)
+            encoder = load_encoder()
+            if embedder is None:
+                batches = embed_files(
+                    plan.embed, encoder, batch_size=batch_size, max_pixels=max_pixels
+                )
+            else:
+                batches = embedder(plan.embed, encoder)
+            _commit_all(store, len(plan.embed), batches, report, progress)
         if date_fallback == "mtime":
             metadata.dates_from_mtime(store)
     except KeyboardInterrupt:
@@ -98,13 +111,13 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _embed_all(store, files, encoder, report, batch_size, max_pixels, progress) -> None:
-    total, done = len(files), 0
+def _commit_all(store, total: int, batches, report, progress) -> None:
+    """Store the outcomes as they come, committing every commit_seconds()."""
+    done = 0
     if progress:
         progress(0, total)
     interval = commit_seconds()
     last_commit = time.monotonic()
-    batches = embed_files(files, encoder, batch_size=batch_size, max_pixels=max_pixels)
     store.begin()
     # closing(): on Ctrl-C the decode workers stop at once, not when the process exits.
     # The finally commits what was embedded; Store.commit is safe wherever Ctrl-C lands.

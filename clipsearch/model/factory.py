@@ -75,11 +75,12 @@ class Encoders:
         self._torch = encoder
 
 
-def index_encoder(spec: ModelSpec, device: str) -> Any:
-    """The encoder that embeds photos in bulk: the open_clip model in torch."""
+def index_encoder(spec: ModelSpec, device: str, checkpoint: str | None = None) -> Any:
+    """The encoder that embeds photos in bulk: the open_clip model in torch.  `checkpoint`
+    is a local copy of a tag's weights (Ray workers receive theirs from the driver)."""
     from .openclip import ClipEncoder
 
-    return ClipEncoder(spec, device)
+    return ClipEncoder(spec, device, checkpoint)
 
 
 def export_towers(encoder: Any, exports: ExportDirs) -> dict[str, bool]:

@@ -42,7 +42,8 @@ def pick_device(requested: str = "auto") -> str:
 class ClipEncoder:
     """An open_clip model ready for inference, with its own preprocessing and tokenizer."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
+    def __init__(self, spec: ModelSpec, device: str = "auto", checkpoint: str | None = None):
+        """`checkpoint`: a local copy of a tag's weights to load instead of looking it up."""
         import torch
 
         open_clip = open_clip_module()
@@ -51,7 +52,7 @@ class ClipEncoder:
         self.spec = spec
         self.device = pick_device(device)
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
-        kwargs = tag_overrides(spec)
+        kwargs = tag_overrides(spec, checkpoint)
         checkpoint = spec.pretrained if spec.is_file else kwargs.pop("checkpoint")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(

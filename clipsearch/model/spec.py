@@ -169,20 +169,26 @@ def tag_config(spec: ModelSpec) -> dict:
     return cfg
 
 
-def tag_overrides(spec: ModelSpec) -> dict:
+def tag_overrides(spec: ModelSpec, checkpoint: str | None = None) -> dict:
     """For a tag: the local checkpoint plus the tag's preprocessing and activation settings,
-    as keyword arguments of open_clip's `create_model_and_transforms`."""
+    as keyword arguments of open_clip's `create_model_and_transforms`.  `checkpoint` is a
+    copy of the tag's weights already at hand (a Ray worker's), so nothing is looked up."""
     if spec.is_file:
         return {}
     cfg = tag_config(spec)
     return {
-        "checkpoint": resolve_checkpoint(spec, cfg),
+        "checkpoint": checkpoint or resolve_checkpoint(spec, cfg),
         "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
         "image_mean": cfg.get("mean"),
         "image_std": cfg.get("std"),
         "image_interpolation": cfg.get("interpolation"),
         "image_resize_mode": cfg.get("resize_mode"),
     }
+
+
+def weights_file(spec: ModelSpec) -> str:
+    """The local file holding the spec's weights (a tag's is resolved as loading would)."""
+    return spec.pretrained if spec.is_file else tag_overrides(spec)["checkpoint"]
 
 
 def preflight(spec: ModelSpec) -> None:

@@ -26,6 +26,8 @@ def human_summary(report: IndexReport) -> str:
     notes += [f"settings replaced: {note}" for note in report.notes]
     for gone in report.offline:
         notes.append(offline_note(gone))
+    if report.ray:
+        notes.append(_ray_line(report.ray))
     for extra, count in sorted(report.missing_extras.items()):
         notes.append(f"{count} {_kind(extra)} files skipped: install clipsearch[{extra}]")
     if report.known_problems:
@@ -54,6 +56,13 @@ def offline_note(gone: dict) -> str:
         f"{gone['photos']} photos are kept (mount it and index again, `clipsearch move` it, "
         "or `index --remove-offline` to drop them)"
     )
+
+
+def _ray_line(ray: dict) -> str:
+    rates = [w["img_per_s"] for w in ray["per_worker"] if w["img_per_s"]]
+    each = f", {min(rates):.1f}-{max(rates):.1f} img/s each" if rates else ""
+    gpu = " (a GPU each)" if ray["gpus_per_worker"] else ""
+    return f"embedded on Ray ({ray['address']}): {ray['workers_used']} workers{gpu}{each}"
 
 
 def _kind(extra: str) -> str:
