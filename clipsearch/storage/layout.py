@@ -31,7 +31,7 @@ _META_COLUMNS_GLOB = "photometa-*.npz"
 _OWN_NAME = re.compile(
     r"(library\.db(-wal|-shm|-journal|\.salvage.*|\.damaged-.*)?"
     r"|vectors-\d+\.faiss|photometa-[\d-]+\.npz|\..+\.tmp|\.(text|image)\.tmp-.*"
-    r"|text|image|thumbnails|galleries|write\.lock)"
+    r"|text|image|thumbnails|galleries|write\.lock|roots\.json)"
 )
 
 

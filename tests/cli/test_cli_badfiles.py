@@ -271,7 +271,7 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
         return real(path, **kwargs)
 
     monkeypatch.setattr(imaging, "load_image_and_metadata", die_on_killer)
-    monkeypatch.setattr(pipeline, "worker_plan", lambda device: pipeline.WorkerPlan(1, 1))
+    monkeypatch.setattr(pipeline, "worker_plan", lambda *_: pipeline.WorkerPlan(1, 1))
     summary, stderr = index_json(root, "--model", TINY, "--pretrained", tiny_checkpoint)
 
     assert summary["indexed"] == 6 and summary["skipped"] == 1, stderr
