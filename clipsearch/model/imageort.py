@@ -220,11 +220,14 @@ def _export_traced(model: Any, preprocess: Any, out_dir: Path | str) -> bool:
             return self.model.encode_image(pixels)
 
     sample = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        shape = tuple(model.encode_image(sample).shape)
+    if len(shape) != 2:  # tokens rather than one vector per image
+        return False
     graph = trace(ImageGraph().eval(), sample, "pixels")
     if graph is None:
         return False
-    with torch.no_grad():
-        dim = int(model.encode_image(sample).shape[1])
+    dim = shape[1]
     config = {
         "format": FORMAT,
         "version": VERSION,
