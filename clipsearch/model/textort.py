@@ -124,12 +124,15 @@ def describe_tokenizer(tokenizer: Any) -> tuple[dict[str, Any], str] | None:
 class OnnxTextEncoder:
     """A text tower exported to ONNX, run by onnxruntime after `HFTokens`."""
 
-    def __init__(self, config: dict[str, Any], tokens: HFTokens, session: Any) -> None:
+    def __init__(
+        self, config: dict[str, Any], tokens: Any, table: np.ndarray, session: Any
+    ) -> None:
         self.config = config
         self.dim = int(config["embed_dim"])
         self.tokenizer = tokens
+        self._table = table  # memory-mapped: a query reads only its tokens' rows
         self._session = session
-        self._input = session.get_inputs()[0].name
+        self._inputs = {i.name for i in session.get_inputs()}  # a trace may drop unused ids
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
@@ -143,7 +146,10 @@ class OnnxTextEncoder:
         except Exception:  # no tokenizers library, or a tokenizer.json it cannot read
             return None
         session = session_for(Path(directory) / GRAPH_NAME, directory, export.config)
-        return None if session is None else cls(export.config, tokens, session)
+        table = export.weights.get("token_embedding")
+        if session is None or table is None:
+            return None
+        return cls(export.config, tokens, table, session)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32 L2-normalised vectors; recent texts come from a cache."""
@@ -151,7 +157,7 @@ class OnnxTextEncoder:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         for start in range(0, len(missing), _BATCH):
             chunk = missing[start : start + _BATCH]
-            (out,) = self._session.run(None, {self._input: self.tokenizer(chunk)})
+            (out,) = self._session.run(None, self._feed(self.tokenizer(chunk)))
             for text, vector in zip(chunk, normalised(out), strict=True):
                 self._cache[text] = vector
         if not texts:
@@ -162,6 +168,10 @@ class OnnxTextEncoder:
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return found
+
+    def _feed(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        feed = {"ids": ids, "embeds": np.ascontiguousarray(self._table[ids], dtype=np.float32)}
+        return {name: value for name, value in feed.items() if name in self._inputs}
 
 
 def _tokens(directory: Path, config: dict[str, Any]) -> Any:
@@ -198,28 +208,98 @@ def has_export(directory: Path | str) -> bool:
 
 
 def export_onnx_text(model: Any, tokenizer: Any, out_dir: Path | str) -> bool:
-    """Write the ONNX text tower and tokenizer.json of a model with a Hugging Face tokenizer;
-    False, writing nothing, for any other tokenizer or a tower that does not trace."""
-    described = describe_tokenizer(tokenizer)
-    if described is not None:
-        config, files = {"tokenizer": "hf", **described[0]}, {TOKENIZER_NAME: described[1]}
-    else:
-        from .textnp import _tokenizer_merges
+    """Write the ONNX text tower and the tokenizer of a model; False, writing nothing, for a
+    tokenizer not replayed exactly or a tower that does not trace.
 
-        ctx = getattr(tokenizer, "context_length", None)
-        merges = _tokenizer_merges(tokenizer, ctx)
-        if merges is None:
-            return False
-        config = {"tokenizer": "clip-bpe", "context_length": int(ctx)}
-        files = {MERGES_NAME: "".join(f"{m}\n" for m in merges)}
-    graph = trace(_TextGraph(model), _sample_ids(tokenizer), "ids")
+    The token embedding table stays out of the graph, in the export's memory-mapped weights:
+    a query gathers its few rows there.  Inside the graph it made onnxruntime read and pack
+    SigLIP2's 786 MB table (256,000 x 768) on every cold start."""
+    described = _describe_tokens(tokenizer)
+    if described is None:
+        return False
+    config, files = described
+    sample = _sample_ids(tokenizer)
+    with torch_no_grad():
+        dim = int(model.encode_text(sample).shape[1])
+    found = _vocab_embedding(model)
+    if found is None:
+        return False
+    parent, attr, table = found
+    graph = _trace_without_table(model, parent, attr, table, sample)
     if graph is None:
         return False
-    dim = int(model.encode_text(_sample_ids(tokenizer)).shape[1])
     config = {"format": FORMAT, "version": VERSION, "embed_dim": dim, **config}
-    placeholder = {"unused": np.zeros(1, np.float32)}  # the weights live in the graph
-    write_export(out_dir, config, placeholder, {**files, GRAPH_NAME: graph})
+    weights = {"token_embedding": table.weight.detach().float().cpu().numpy()}
+    write_export(out_dir, config, weights, {**files, GRAPH_NAME: graph})
     return True
+
+
+def _describe_tokens(tokenizer: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """Config and files of a Hugging Face tokenizer, or of CLIP's BPE; else None."""
+    described = describe_tokenizer(tokenizer)
+    if described is not None:
+        return {"tokenizer": "hf", **described[0]}, {TOKENIZER_NAME: described[1]}
+    from .textnp import _tokenizer_merges
+
+    ctx = getattr(tokenizer, "context_length", None)
+    merges = _tokenizer_merges(tokenizer, ctx)
+    if merges is None:
+        return None
+    config = {"tokenizer": "clip-bpe", "context_length": int(ctx)}
+    return config, {MERGES_NAME: "".join(f"{m}\n" for m in merges)}
+
+
+def torch_no_grad() -> Any:
+    import torch
+
+    return torch.no_grad()
+
+
+def _vocab_embedding(model: Any) -> tuple[Any, str, Any] | None:
+    """(parent, attribute, module) of the text side's largest nn.Embedding: the token table
+    (open_clip's token_embedding, or word_embeddings in a Hugging Face tower)."""
+    from torch import nn
+
+    best = None
+    for name, module in model.named_modules():
+        if name == "visual" or name.startswith("visual."):
+            continue
+        for attr, child in module.named_children():
+            if type(child) is nn.Embedding and (
+                best is None or child.num_embeddings > best[2].num_embeddings
+            ):
+                best = (module, attr, child)
+    return best
+
+
+def _trace_without_table(model: Any, parent: Any, attr: str, table: Any, sample: Any):
+    """Trace `encode_text(ids)` with the token table swapped for a second input holding the
+    rows it would have looked up; the table is put back whatever happens."""
+    import torch
+
+    class Given(torch.nn.Module):
+        value: Any = None
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.value
+
+    given = Given()
+
+    class TextGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+            given.value = embeds
+            return self.model.encode_text(ids)
+
+    setattr(parent, attr, given)
+    try:
+        return trace(TextGraph().eval(), (sample, table(sample)), ("ids", "embeds"))
+    finally:
+        setattr(parent, attr, table)
+        given.value = None
 
 
 def _sample_ids(tokenizer: Any) -> Any:
@@ -227,27 +307,14 @@ def _sample_ids(tokenizer: Any) -> Any:
     return tokenizer(["a photo of a dog", "two cats asleep on a red sofa by the window"])
 
 
-def _TextGraph(model: Any) -> Any:  # noqa: N802 - a module factory, built only with torch
-    import torch
-
-    class TextGraph(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_text(ids)
-
-    return TextGraph().eval()
-
-
-def trace(module: Any, sample: Any, input_name: str) -> bytes | None:
-    """`module` as ONNX bytes with a dynamic batch axis (TorchScript exporter, opset 17),
-    or None if it does not export."""
+def trace(module: Any, sample: Any, input_names: str | tuple[str, ...]) -> bytes | None:
+    """`module` as ONNX bytes with a dynamic batch axis on every input (TorchScript exporter,
+    opset 17), or None if it does not export.  `sample` is one input or a tuple of them."""
     import warnings
 
     import torch
 
+    names = (input_names,) if isinstance(input_names, str) else input_names
     buffer = io.BytesIO()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention's fused inference kernel has no ONNX form; the plain path does
@@ -258,12 +325,12 @@ def trace(module: Any, sample: Any, input_name: str) -> bytes | None:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
-                (sample,),
+                sample if isinstance(sample, tuple) else (sample,),
                 buffer,
                 dynamo=False,
-                input_names=[input_name],
+                input_names=list(names),
                 output_names=["vectors"],
-                dynamic_axes={input_name: {0: "batch"}, "vectors": {0: "batch"}},
+                dynamic_axes={**{n: {0: "batch"} for n in names}, "vectors": {0: "batch"}},
                 opset_version=17,
             )
     except Exception:  # an op the exporter lacks: torch keeps this tower
