@@ -40,7 +40,12 @@ WORDS = (  # noqa: SIM905
 
 
 def needs_standins(model: str) -> bool:
-    text = json.loads(model_configs()[model].read_text())["text_cfg"]
+    """Whether `model`'s config names hub files (a config registered in-process names none
+    we can see)."""
+    path = model_configs().get(model)
+    if path is None:
+        return False
+    text = json.loads(path.read_text()).get("text_cfg", {})
     return bool(text.get("hf_tokenizer_name") or text.get("hf_model_name"))
 
 
