@@ -40,7 +40,7 @@ def home(tmp_path, monkeypatch) -> Path:
     return lib
 
 
-def roughened_model(name: str, config: dict, seed: int = 0):
+def roughened_model(name: str, config: dict, seed: int = 0, **create_kwargs):
     """open_clip model `name` built from `config` with random weights, roughened so activations
     leave GELU's near-linear range and attention is peaky: with open_clip's gentle init a
     wrong activation would still pass a cosine check."""
@@ -49,7 +49,7 @@ def roughened_model(name: str, config: dict, seed: int = 0):
 
     open_clip.factory._MODEL_CONFIGS[name] = config
     torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None).eval()
+    model = open_clip.create_model(name, pretrained=None, **create_kwargs).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param), alpha=0.1)

@@ -290,7 +290,9 @@ def random_checkpoint(model: str, path: Path) -> Path:
 
     check_model_name(model)
     torch.manual_seed(0)
-    weights = open_clip_module().create_model(model, pretrained=None).state_dict()
+    # pretrained_text=False: a Hugging Face text tower would otherwise fetch its own weights
+    weights = open_clip_module().create_model(model, pretrained=None, pretrained_text=False)
+    weights = weights.state_dict()
     save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
     return path
 

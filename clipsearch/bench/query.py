@@ -183,6 +183,10 @@ def _export_towers(directory: Path, model: str) -> tuple[int, int]:
     """Export both torch-free towers of `model` with random weights, as `index` would;
     returns its embedding size and image input size."""
     directory.mkdir(parents=True, exist_ok=True)
+    from .standins import needs_standins, register_standins
+
+    if needs_standins(model):  # its tokenizer (and XLM-R's config) would come from the hub
+        register_standins(model, directory.parent / "standins")
     with tempfile.TemporaryDirectory(prefix="clipsearch-weights-") as tmp:
         checkpoint = random_checkpoint(model, Path(tmp) / "random.safetensors")
         encoder = index_encoder(ModelSpec(model, str(checkpoint)), "cpu")

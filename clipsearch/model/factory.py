@@ -87,10 +87,15 @@ def export_towers(encoder: Any, exports: ExportDirs) -> dict[str, bool]:
     """Export each tower that has no export yet, so later queries need neither torch nor
     open_clip; a tower this version cannot replay exactly is left to torch.  Returns, per
     query task, whether a torch-free tower is there now."""
+    from . import textort
     from .imageort import has_export
     from .textnp import FastTextEncoder
 
-    text = FastTextEncoder.load(exports.text) is not None or encoder.export_text(exports.text)
+    text = (
+        FastTextEncoder.load(exports.text) is not None
+        or textort.has_export(exports.text)
+        or encoder.export_text(exports.text)
+    )
     image = has_export(exports.image) or encoder.export_image(exports.image)
     return {TEXT: text, IMAGE: image}
 
@@ -101,7 +106,12 @@ def _load_exported(task: str, exports: ExportDirs) -> Any:
     if task == TEXT:
         from .textnp import FastTextEncoder
 
-        return FastTextEncoder.load(exports.text)
+        fast = FastTextEncoder.load(exports.text)
+        if fast is not None:
+            return fast
+        from .textort import OnnxTextEncoder  # other families: ONNX and their tokenizer.json
+
+        return OnnxTextEncoder.load(exports.text)
     from .imageort import FastImageEncoder
 
     return FastImageEncoder.load(exports.image)

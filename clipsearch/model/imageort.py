@@ -32,6 +32,7 @@ from .fromtorch import BlockSpec, block_tensors, is_layer_norm, to_numpy
 FORMAT = "clipsearch-visionfast"
 VERSION = 2  # 2: the ONNX graph beside the weights
 GRAPH_NAME = "tower.onnx"
+TRACED = "traced"  # config["graph"] of a tower traced by torch.onnx rather than written here
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _RESIZE_MODES = ("shortest", "squash")
 _POOLS = ("tok", "avg")
@@ -47,7 +48,8 @@ class FastImageEncoder:
 
     def __init__(self, config: dict[str, Any], session: Any) -> None:
         prep = config["preprocess"]
-        if prep["resize_mode"] not in _RESIZE_MODES or config["pool"] not in _POOLS:
+        traced = config.get("graph") == TRACED
+        if prep["resize_mode"] not in _RESIZE_MODES or not (traced or config["pool"] in _POOLS):
             raise ValueError("export uses a preprocessing or pooling this version cannot run")
         self.config = config
         self.image_size = int(config["image_size"])
@@ -119,6 +121,20 @@ def _session(directory: Path, fingerprint: str) -> Any | None:
         import onnxruntime
     except ImportError:  # a platform without its wheels: torch embeds the image instead
         return None
+    try:
+        session = onnxruntime.InferenceSession(
+            str(directory / GRAPH_NAME), session_options(), providers=["CPUExecutionProvider"]
+        )
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except Exception:  # onnxruntime's errors derive from Exception only
+        return None
+    return session if config.get("fingerprint") == fingerprint else None
+
+
+def session_options() -> Any:
+    """onnxruntime settings every torch-free tower shares."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = _threads()
     options.inter_op_num_threads = 1
@@ -126,14 +142,7 @@ def _session(directory: Path, fingerprint: str) -> Any | None:
     # for the cores (spinning made one query on a busy 2-core machine several times slower).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 4  # fatal only: a failed load is reported by returning None
-    try:
-        session = onnxruntime.InferenceSession(
-            str(directory / GRAPH_NAME), options, providers=["CPUExecutionProvider"]
-        )
-        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
-    except Exception:  # onnxruntime's errors derive from Exception only
-        return None
-    return session if config.get("fingerprint") == fingerprint else None
+    return options
 
 
 def _threads() -> int:
@@ -176,12 +185,58 @@ def export_image_encoder(model: Any, preprocess: Any, out_dir: Path | str) -> bo
     """
     spec = _describe(model, preprocess)
     if spec is None:
-        return False
+        return _export_traced(model, preprocess, out_dir)
     config, tensors = spec
     from .onnxgraph import build_graph
 
     graph = build_graph(config, tensor_table(tensors)[0], WEIGHTS_NAME)
     write_export(out_dir, config, tensors, {GRAPH_NAME: graph})
+    return True
+
+
+def _export_traced(model: Any, preprocess: Any, out_dir: Path | str) -> bool:
+    """Any other image tower (timm ViTs with attention pooling as in SigLIP, ConvNeXt,
+    MobileCLIP's FastViT...) traced to ONNX by torch, with the preprocessing replayed as for
+    the ViT; False when the transform is not one replayed exactly or the tower won't trace."""
+    import torch
+
+    from .textort import trace
+
+    visual = getattr(model, "visual", None)
+    size = getattr(visual, "image_size", None)
+    size = size[0] if isinstance(size, tuple | list) else size
+    if not isinstance(size, int):
+        return False
+    prep = _preprocess_config(_as_transform(preprocess), size)
+    if prep is None:
+        return False
+
+    class ImageGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_image(pixels)
+
+    sample = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        shape = tuple(model.encode_image(sample).shape)
+    if len(shape) != 2:  # tokens rather than one vector per image
+        return False
+    graph = trace(ImageGraph().eval(), sample, "pixels")
+    if graph is None:
+        return False
+    dim = shape[1]
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "graph": TRACED,
+        "image_size": size,
+        "embed_dim": dim,
+        "preprocess": prep,
+    }
+    write_export(out_dir, config, {"unused": np.zeros(1, np.float32)}, {GRAPH_NAME: graph})
     return True
 
 

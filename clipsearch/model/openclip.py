@@ -95,7 +95,11 @@ class ClipEncoder:
         """Write the torch-free text tower to `out_dir`; False if this model has none."""
         from .textnp import export_text_encoder
 
-        return export_text_encoder(self.model, self.tokenizer, out_dir)
+        if export_text_encoder(self.model, self.tokenizer, out_dir):
+            return True
+        from .textort import export_onnx_text
+
+        return export_onnx_text(self.model, self.tokenizer, out_dir)
 
     def export_image(self, out_dir: os.PathLike) -> bool:
         """Write the torch-free image tower to `out_dir`; False if this model has none."""

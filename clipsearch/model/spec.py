@@ -196,6 +196,37 @@ def preflight(spec: ModelSpec) -> None:
     hub = KNOWN_HUB.get((spec.name, spec.pretrained))
     if hub and not _cached_hub_file({"hf_hub": hub}) and not hub_reachable():
         raise _offline(spec)
+    missing = _hub_text_files(spec.name)
+    if missing and not hub_reachable():
+        raise ModelUnavailable(
+            f"cannot use {spec.name} offline: its {missing} comes from the model hub, which "
+            "is unreachable and has no cached copy here. Run once with network access"
+        )
+
+
+def _hub_text_files(name: str) -> str | None:
+    """The hub tokenizer or text config `name` needs that is neither a local folder nor in
+    the Hugging Face cache (open_clip would fetch it, retrying a dead hub for a minute, and
+    even a local checkpoint file does not carry it)."""
+    config = model_configs().get(name)
+    if config is None:
+        return None
+    try:
+        text = json.loads(config.read_text()).get("text_cfg", {})
+    except (OSError, ValueError):
+        return None
+    for key, what, filename in (
+        ("hf_tokenizer_name", "tokenizer", "tokenizer_config.json"),
+        ("hf_model_name", "text model config", "config.json"),
+    ):
+        repo = text.get(key)
+        if (
+            repo
+            and not os.path.isdir(repo)
+            and not _cached_hub_file({"hf_hub": f"{repo}/{filename}"})
+        ):
+            return f"{what} {repo}"
+    return None
 
 
 def _offline(spec: ModelSpec) -> ModelUnavailable:

@@ -65,3 +65,15 @@ def test_a_hugging_face_text_tower_without_transformers_is_refused(monkeypatch) 
     with pytest.raises(ModelUnavailable, match="needs the transformers package"):
         spec.choose_model(None, "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k")
     spec.check_model_name("ViT-B-32-SigLIP2-256")  # its tokenizer is not a transformers one
+
+
+def test_a_hub_tokenizer_offline_is_refused_before_loading(monkeypatch, tmp_path) -> None:
+    """A SigLIP2 checkpoint file does not carry its tokenizer: offline, say so at once
+    (open_clip would retry the hub for a minute, then fail with a traceback)."""
+    monkeypatch.setattr(spec, "hub_reachable", lambda timeout=0: False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(spec, "_cached_hub_file", lambda cfg: None)
+    wanted = spec.ModelSpec("ViT-B-32-SigLIP2-256", str(tmp_path / "w.safetensors"))
+    with pytest.raises(ModelUnavailable, match="tokenizer timm/ViT-B-32-SigLIP2-256 comes from"):
+        spec.preflight(wanted)
+    spec.preflight(spec.ModelSpec("MobileCLIP2-S0", str(tmp_path / "w.safetensors")))
