@@ -176,9 +176,9 @@ class Library:
         if date_fallback not in DATE_FALLBACKS:
             raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
         if ray:
-            from .indexing.distributed import require_ray
+            from .indexing.distributed import preflight
 
-            require_ray()  # before any work: without the extra, say so at once
+            preflight(ray)  # before any work: a missing extra or a dead head, said at once
 
         new = root_settings.given(excludes, default_excludes, raw_too, max_megapixels)
         if new.get("exclude"):

@@ -131,15 +131,17 @@ def index(
 
 
 def ray_options_for(address: str | None, workers: int | None, ship_files: bool):
-    """The Ray options, checked before any work: Ray itself must be installed."""
+    """The Ray options, checked before any work (even creating the library): Ray must be
+    installed and a cluster's address must answer."""
     if address is None:
         if workers is not None or ship_files:
             raise ClipsearchError("--workers and --ray-ship-files go with --ray ADDRESS")
         return None
-    from ..indexing.distributed import RayOptions, require_ray
+    from ..indexing.distributed import RayOptions, preflight
 
-    require_ray()
-    return RayOptions(address, workers, ship_files)
+    options = RayOptions(address, workers, ship_files)
+    preflight(options)
+    return options
 
 
 @contextlib.contextmanager

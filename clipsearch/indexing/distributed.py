@@ -12,8 +12,11 @@ Ray is an optional extra: this module imports it only when a run asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from .scan import FoundFile
 
 EXTRA = "pip install 'clipsearch[ray]'"
 GPU_CALL_BATCHES = 4  # forward passes per call on a GPU actor: its decode workers start per call
+CONNECT_SECONDS = 5.0  # to open a TCP connection to the head before anything else
 CALLS_PER_WORKER = 4  # at least, in a small run
 # Calls queued on one actor: a second one hides the hand-over between calls, more would let
 # the first actor up take every call of a small run while the others still load the model.
@@ -49,6 +53,24 @@ def require_ray():
     except ImportError:
         raise ClipsearchError(f"--ray needs Ray, an optional extra: {EXTRA}") from None
     return ray
+
+
+def preflight(options: RayOptions) -> None:
+    """Fail in seconds, before any scanning, when Ray is missing or the cluster's address
+    does not answer: Ray itself waits minutes for a head that is not there."""
+    require_ray()
+    if options.address in ("local", "auto"):
+        return
+    hostport = options.address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no HOST:PORT"
+        raise ClipsearchError(
+            f"cannot reach a Ray cluster at {options.address!r} ({reason}): start one with "
+            "`ray start --head`, check the address, or use --ray local"
+        ) from None
 
 
 @dataclass
@@ -184,25 +206,45 @@ def connect(ray, options: RayOptions) -> bool:
     _quiet(ray)
     address = options.address
     try:
-        if address == "local":
-            cpus = max(os.cpu_count() or 1, options.workers or 1)
-            ray.init(
-                address="local",
-                num_cpus=cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **_QUIET,
-            )
-        elif address.startswith("ray://"):
-            ray.init(address=address, logging_level=logging.ERROR)
-        else:
-            ray.init(address=address, **_QUIET)
+        with _native_stderr_silenced():
+            _init(ray, address, options.workers)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClipsearchError(
             f"cannot reach a Ray cluster at {address!r} ({_first_line(exc)}): start one with "
             "`ray start --head`, or use --ray local"
         ) from None
     return True
+
+
+def _init(ray, address: str, workers: int | None) -> None:
+    if address == "local":
+        cpus = max(os.cpu_count() or 1, workers or 1)
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **_QUIET,
+        )
+    elif address.startswith("ray://"):
+        ray.init(address=address, logging_level=logging.ERROR)
+    else:
+        ray.init(address=address, **_QUIET)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Ray's C++ core writes a line to the process's stderr as it starts (the log level it
+    was given), and the processes it spawns inherit that stderr; Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 _QUIET = dict(logging_level=logging.ERROR, log_to_driver=False)

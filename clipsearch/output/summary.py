@@ -62,7 +62,9 @@ def _ray_line(ray: dict) -> str:
     rates = [w["img_per_s"] for w in ray["per_worker"] if w["img_per_s"]]
     each = f", {min(rates):.1f}-{max(rates):.1f} img/s each" if rates else ""
     gpu = " (a GPU each)" if ray["gpus_per_worker"] else ""
-    return f"embedded on Ray ({ray['address']}): {ray['workers_used']} workers{gpu}{each}"
+    used = ray["workers_used"]
+    workers = f"{used} worker{'s' if used != 1 else ''}"
+    return f"embedded on Ray ({ray['address']}): {workers}{gpu}{each}"
 
 
 def _kind(extra: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -201,6 +202,21 @@ def test_without_ray_it_names_the_extra(tmp_path, monkeypatch):
         "clipsearch: --ray needs Ray, an optional extra: pip install 'clipsearch[ray]'\n"
     )
     assert not (tmp_path / "lib").exists()
+
+
+def test_an_address_that_does_not_answer_is_one_line_at_once(tmp_path):
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = runner.invoke(
+        app,
+        ["index", str(tmp_path), "--library", str(tmp_path / "lib"), "--ray", f"127.0.0.1:{port}"],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"clipsearch: cannot reach a Ray cluster at '127.0.0.1:{port}'")
+    assert result.stderr.count("\n") == 1 and "ray start --head" in result.stderr
+    assert not (tmp_path / "lib" / "library.db").exists()
 
 
 def test_workers_need_ray(tmp_path):
