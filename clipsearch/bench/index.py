@@ -75,8 +75,11 @@ def run(
 
     from ..indexing.pipeline import default_batch_size, worker_plan
     from ..model.factory import index_encoder
+    from .standins import needs_standins, register_standins
 
     with _workspace(workdir) as work:
+        if pretrained is None and needs_standins(model):  # hub tokenizer: offline stand-in
+            register_standins(model, work / "standins")
         folder = photo_folder(work, synthetic, megapixels, images)
         paths = _photo_paths(folder)
         checkpoint = pretrained or str(random_checkpoint(model, work / "random.safetensors"))

@@ -4,8 +4,9 @@ Sizes are the parameter count × 4 bytes (float32 safetensors, what open_clip do
 these tags), counted with `python -m clipsearch.model.catalog --count`: open_clip 3.3.0 builds
 each architecture on torch's meta device (no weights, no network); XLM-R's text tower, whose
 config open_clip fetches from the hub, was counted from its published config.  `img_s` is
-`clipsearch bench index --synthetic 200 --megapixels 12 --model NAME` on this project's 2-vCPU
-machine with random weights (speed does not depend on weight values); None where not measured
+`end_to_end_ips` of `clipsearch bench index --synthetic 100 --megapixels 12 --backfill 100
+--model NAME`, both models run alone the same hour on this project's 2-vCPU machine, with random
+weights (speed does not depend on weight values); None where not measured
 yet.  `recall` is published quality with its source: Immich's model table reports
 Crossmodal-3600 text↔image recall (mean of R@1/5/10 over 36 languages).  Nothing here imports
 torch.
@@ -42,7 +43,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "English",
         512,
         605,
-        11.7,
+        16.1,
         "68.8%",
         IMMICH,
         "the default: fastest to index on a small CPU, torch-free queries",
@@ -53,10 +54,10 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "multilingual",
         768,
         1507,
-        None,
+        12.7,
         "73.2%",
         IMMICH,
-        "better recall than ViT-B-32 and many languages, at 2.5x the download",
+        "better recall and many languages; 2.5x the download, 0.8x the indexing speed",
     ),
     CatalogEntry(
         "ViT-B-16-SigLIP2",
