@@ -492,6 +492,7 @@ class Library:
         approximate index too, which probes more lists as the allowed share shrinks)."""
         if self.store.is_empty():
             return []
+        _check_query(vector, self.store.dim())
         index = self._exact_index() if exact else self._vector_index()
         allowed = self._allowed(within, filters)
         if allowed is not None and not len(allowed):
@@ -570,7 +571,10 @@ class Library:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text vectors, from whichever encoder the model factory picks for text."""
-        return self.encoders.get(TEXT).encode_texts(list(texts))
+        vectors = self.encoders.get(TEXT).encode_texts(list(texts))
+        for vector in vectors:
+            _check_query(vector, self.store.dim())
+        return vectors
 
     def embed_image(self, path: str) -> np.ndarray:
         """An indexed, unchanged image reuses its stored vector; others are embedded now."""
@@ -717,6 +721,24 @@ def _sorted(hits: list[Hit], sort: str) -> list[Hit]:
     dated = [h for h in hits if h.taken]
     dated.sort(key=lambda h: h.taken[:19], reverse=sort == "-date")
     return dated + [h for h in hits if not h.taken]
+
+
+def _check_query(vector: np.ndarray, dim: int | None) -> None:
+    """A query vector the library can use: its size, and finite. An export of another model
+    (a library.db copied from another library) was an AssertionError in FAISS; a damaged
+    export made NaN vectors, and every query silently found nothing."""
+    vector = np.asarray(vector)
+    if dim is not None and vector.shape[-1] != dim:
+        raise ClipsearchError(
+            f"the model made {vector.shape[-1]}-dimensional query vectors but this library "
+            f"holds {dim}-dimensional ones (was library.db copied from another library?): "
+            "run `clipsearch repair`, or use the library's own folder"
+        )
+    if not np.isfinite(vector).all():
+        raise ClipsearchError(
+            "the model made an invalid query vector (its exported files are damaged): "
+            "run `clipsearch repair`"
+        )
 
 
 def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:

@@ -109,6 +109,36 @@ def write_export(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def verify_export(directory: Path | str, dim: int | None) -> str | None:
+    """Why the export in `directory` cannot be trusted, or None (also when there is none).
+
+    Reads every byte (243 MiB for ViT-B-32's text tower, a fraction of a second) to check the
+    fingerprint written with it, so it is for `repair`, not for every query."""
+    directory = Path(directory)
+    if not (directory / CONFIG_NAME).exists():
+        return None
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+        stored = config.pop("fingerprint")
+        table = config.pop("tensors")
+        size = int(config.pop("weights_size"))
+        flat = np.fromfile(directory / WEIGHTS_NAME, dtype="<f4")
+        tensors = _unflatten(flat, table, size)
+        files = {
+            p.name: p.read_bytes()
+            for p in sorted(directory.iterdir())
+            if p.name not in (CONFIG_NAME, WEIGHTS_NAME) and p.is_file()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "its files are incomplete or unreadable"
+    if _fingerprint(config, tensors, files) != stored:
+        return "its files do not match their fingerprint"
+    made = config.get("embed_dim")
+    if dim is not None and made is not None and int(made) != dim:
+        return f"it makes {made}-dimensional vectors, the library holds {dim}-dimensional ones"
+    return None
+
+
 def tensor_table(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, list[Any]], int]:
     """Where `write_export` puts each tensor in the weights file: name -> [offset, shape] in
     float32 elements, by sorted name, each offset aligned; and the total size."""

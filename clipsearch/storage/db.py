@@ -166,6 +166,7 @@ class Store:
             create_private_file(db)
         try:
             conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+            conn.text_factory = lenient_text
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
@@ -537,6 +538,40 @@ class Store:
         self._vectors_changed = self._vectors_changed or cur.rowcount > 0
         return cur.rowcount
 
+    def drop_damaged_vectors(self) -> int:
+        """Delete files whose stored vector is not a finite unit vector of the right size."""
+        dim = self.dim()
+        if dim is None:
+            return 0
+        damaged = []
+        cursor = self.conn.execute(
+            "SELECT id, vector FROM files WHERE length(vector) = ? ORDER BY id", (4 * dim,)
+        )
+        while rows := cursor.fetchmany(20_000):
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dim)
+            damaged += [rows[i][0] for i in np.flatnonzero(bad_vector_rows(vectors))]
+        return self.remove_ids(damaged)
+
+    def drop_undecodable_fingerprints(self) -> int:
+        """Delete files whose fingerprint is not valid text (a damaged byte): without a
+        fingerprint a move cannot be recognised, and the file is simply embedded again."""
+        rows = self.conn.execute("SELECT id, CAST(fingerprint AS BLOB) FROM files").fetchall()
+        damaged = []
+        for file_id, raw in rows:
+            try:
+                raw.decode("utf-8")
+            except (UnicodeDecodeError, AttributeError):
+                damaged.append(file_id)
+        return self.remove_ids(damaged)
+
+    def remove_ids(self, ids: Sequence[int]) -> int:
+        for start in range(0, len(ids), 500):
+            part = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(part))
+            self.conn.execute(f"DELETE FROM files WHERE id IN ({marks})", part)
+        self._vectors_changed = self._vectors_changed or bool(ids)
+        return len(ids)
+
     def ids(self) -> np.ndarray:
         rows = self.conn.execute("SELECT id FROM files ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -607,7 +642,10 @@ class Store:
             return None
         if len(row[0]) != 4 * (self.dim() or 0):
             raise ClipsearchError(WRONG_SIZE)
-        return np.frombuffer(row[0], dtype=np.float32).copy()
+        vector = np.frombuffer(row[0], dtype=np.float32).copy()
+        if bad_vector_rows(vector[None, :]).any():
+            raise ClipsearchError(DAMAGED_VECTORS)
+        return vector
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
@@ -657,6 +695,29 @@ def explain(exc: Exception, where: Path | None = None) -> ClipsearchError:
     )
 
 
+DAMAGED_VECTORS = (
+    "the library database holds damaged vectors (not finite, or not of unit length): "
+    "run `clipsearch repair`, then `clipsearch index` to embed the dropped photos again"
+)
+# Stored vectors are L2-normalised float32: their length is 1 to within ~1e-6. A wider margin
+# still catches any damage that could matter (a 1e30 made one photo score 1.35e29 everywhere).
+UNIT_TOLERANCE = 1e-2
+
+
+def lenient_text(raw: bytes) -> str:
+    """SQLite TEXT as str, never an exception: a damaged byte in one fingerprint made every
+    `index` fail with "run repair" while repair found nothing wrong. Such a row now reads as
+    text that matches nothing, and `repair` finds and drops it."""
+    return raw.decode("utf-8", errors="replace")
+
+
+def bad_vector_rows(vectors: np.ndarray) -> np.ndarray:
+    """A mask of the rows that are not finite unit vectors."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        squared = np.einsum("ij,ij->i", vectors, vectors)  # inf or nan for a huge or nan entry
+    return ~(np.abs(squared - 1.0) <= 2 * UNIT_TOLERANCE)
+
+
 WRONG_SIZE = (
     "the library database holds vectors of the wrong size (it is damaged): "
     "run `clipsearch repair`, then `clipsearch index` to embed the dropped photos again"
@@ -668,7 +729,10 @@ def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.nda
         raise ClipsearchError(WRONG_SIZE)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     blob = b"".join(r[1] for r in rows)
-    return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+    vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+    if bad_vector_rows(vectors).any():
+        raise ClipsearchError(DAMAGED_VECTORS)
+    return ids, vectors
 
 
 def _make_private_dir(directory: Path) -> None:

@@ -221,3 +221,106 @@ def test_symlink_names_targets_and_loops_reach_the_terminal_escaped(
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "0", "-3", "lots"])
 def test_max_megapixels_must_be_a_positive_finite_number(photos, home, value):
     one_error_line(cli("index", photos, "--max-megapixels", value), "--max-megapixels")
+
+
+# -- Medium 8: damage the checks used to miss ------------------------------------------------
+
+
+@pytest.fixture()
+def indexed(photos, home, tiny_checkpoint) -> Path:
+    result = cli("index", photos, *model(tiny_checkpoint))
+    assert result.exit_code == 0, result.stderr
+    assert (home / "text" / "weights.bin").exists()
+    return home
+
+
+def edit_db(library: Path, sql: str, *args) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(library / "library.db", isolation_level=None)
+    conn.execute(sql, args)
+    conn.close()
+
+
+def drop_vector_files(library: Path) -> None:
+    for path in library.glob("vectors-*.faiss"):
+        path.unlink()
+
+
+def query_paths(*args) -> list[str]:
+    result = cli("query", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return [hit["path"] for hit in json.loads(result.stdout)]
+
+
+def test_a_huge_float_in_a_stored_vector_is_found_and_repaired(indexed):
+    """A 1e30 in one row made that photo score 1.35e29 on every query; repair said passed."""
+    import sqlite3
+
+    import numpy as np
+
+    conn = sqlite3.connect(indexed / "library.db")
+    file_id, blob = conn.execute("SELECT id, vector FROM files ORDER BY id LIMIT 1").fetchone()
+    conn.close()
+    vector = np.frombuffer(blob, np.float32).copy()
+    vector[0] = 1e30
+    edit_db(indexed, "UPDATE files SET vector = ? WHERE id = ?", vector.tobytes(), file_id)
+    drop_vector_files(indexed)  # the vector file is rebuilt from the rows
+
+    one_error_line(cli("query", "sky"), "damaged vectors", "clipsearch repair")
+    repaired = cli("repair")
+
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "dropped 1 photos whose stored vector was damaged" in repaired.stdout
+    assert len(query_paths("sky")) == 2
+    assert json.loads(cli("index", "--json").stdout)["indexed"] == 1
+
+
+def test_a_damaged_fingerprint_byte_does_not_stop_index_and_repair_fixes_it(indexed):
+    """Index failed forever with "run repair", and repair found nothing wrong."""
+    edit_db(indexed, "UPDATE files SET fingerprint = CAST(? AS TEXT) WHERE id = 1", b"\xff\xfe")
+
+    again = cli("index", "--json")
+    assert again.exit_code == 0, again.stderr
+    repaired = cli("repair")
+
+    assert "dropped 1 photos whose fingerprint was damaged" in repaired.stdout, repaired.stdout
+    assert json.loads(cli("index", "--json").stdout)["indexed"] == 1
+
+
+def test_a_library_db_from_another_model_is_one_line_and_repair_fixes_it(tmp_path, indexed, photos):
+    """library.db copied from another model's library: an AssertionError on every query."""
+    from fakes import PixelEncoder
+
+    from clipsearch import Library
+
+    other, checkpoint = tmp_path / "other", tmp_path / "elsewhere.safetensors"
+    checkpoint.write_bytes(b"")
+    with Library.open(other, model=TINY, pretrained=str(checkpoint), create=True) as lib:
+        lib.use_encoder(PixelEncoder())
+        lib.index([photos])
+    for name in ("library.db-wal", "library.db-shm"):
+        (indexed / name).unlink(missing_ok=True)
+    (indexed / "library.db").write_bytes((other / "library.db").read_bytes())
+    drop_vector_files(indexed)
+
+    one_error_line(cli("query", "sky"), "768-dimensional ones", "clipsearch repair")
+    repaired = cli("repair")
+
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "removed the exported text model (it makes" in repaired.stdout, repaired.stdout
+    assert not (indexed / "text").exists()
+
+
+def test_a_damaged_text_export_is_an_error_not_silence_and_repair_removes_it(indexed):
+    """weights.bin overwritten with 0xFF: NaN vectors, every text query returned nothing."""
+    weights = indexed / "text" / "weights.bin"
+    weights.write_bytes(b"\xff" * weights.stat().st_size)
+
+    one_error_line(cli("query", "sky"), "invalid query vector", "clipsearch repair")
+    repaired = cli("repair")
+
+    assert "removed the exported text model (its files do not match" in repaired.stdout
+    assert "image model" not in repaired.stdout  # the intact tower stays
+    assert len(query_paths("sky")) == 3  # torch again, and a fresh export
+    assert (indexed / "text" / "weights.bin").exists()
