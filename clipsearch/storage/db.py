@@ -151,6 +151,7 @@ class Store:
         self.conn = conn
         self._vectors_changed = False
         self._roots_changed = False
+        self.read_only = False  # opened from a read-only folder or medium: queries only
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = False) -> Store:
@@ -164,16 +165,17 @@ class Store:
                 )
             _make_private_dir(directory)
             create_private_file(db)
+        read_only = False
         try:
-            conn = sqlite3.connect(db, isolation_level=None, timeout=30)
-            conn.text_factory = lenient_text
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
-            _migrate(conn)
+            conn = _open_writable(db, directory)
+        except sqlite3.OperationalError as exc:
+            if create or _writable(directory, db):
+                raise explain(exc, db) from exc
+            conn, read_only = _open_read_only(db), True
         except sqlite3.DatabaseError as exc:
             raise explain(exc, db) from exc
         store = cls(directory, conn)
+        store.read_only = read_only
         store._check_version()
         return store
 
@@ -209,12 +211,15 @@ class Store:
 
     def _check_version(self) -> None:
         found = int(self.meta("schema", str(SCHEMA_VERSION)) or SCHEMA_VERSION)
-        if found > SCHEMA_VERSION:
-            raise ClipsearchError(
-                f"the library at {self.directory} was written by a newer clipsearch "
-                f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
-                "upgrade clipsearch, or use another --library"
-            )
+        _refuse_newer(found, self.directory)
+        if self.read_only:
+            if found < SCHEMA_VERSION:
+                raise ClipsearchError(
+                    f"the library at {self.directory} is read-only and in an older format "
+                    f"({found}; this version reads {SCHEMA_VERSION}): open it once where it "
+                    "can be written (`clipsearch index`), or use a copy"
+                )
+            return
         if found < SCHEMA_VERSION or self.meta("schema") is None:
             self.set_meta(schema=SCHEMA_VERSION, writer=__version__)  # the tables exist now
 
@@ -702,6 +707,72 @@ DAMAGED_VECTORS = (
 # Stored vectors are L2-normalised float32: their length is 1 to within ~1e-6. A wider margin
 # still catches any damage that could matter (a 1e30 made one photo score 1.35e29 everywhere).
 UNIT_TOLERANCE = 1e-2
+
+
+def _open_writable(db: Path, directory: Path) -> sqlite3.Connection:
+    """The normal connection: WAL, tables created or migrated. A library of a newer format
+    is refused before anything is written to it (it used to get this version's tables)."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.text_factory = lenient_text
+        _refuse_newer(_recorded_schema(conn), directory)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _recorded_schema(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table yet: a new library
+        return SCHEMA_VERSION
+    try:
+        return int(row[0]) if row else SCHEMA_VERSION
+    except ValueError:
+        return SCHEMA_VERSION
+
+
+def _refuse_newer(found: int, directory: Path) -> None:
+    if found > SCHEMA_VERSION:
+        raise ClipsearchError(
+            f"the library at {directory} was written by a newer clipsearch "
+            f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
+            "upgrade clipsearch, or use another --library"
+        )
+
+
+def _writable(directory: Path, db: Path) -> bool:
+    """False on a read-only medium or snapshot, or another user's shared library."""
+    return os.access(directory, os.W_OK) and os.access(db, os.W_OK)
+
+
+def _open_read_only(db: Path) -> sqlite3.Connection:
+    """Open a library that cannot be written, for queries. mode=ro reads the WAL when its
+    files are there; with no WAL left (the last writer checkpointed it), immutable=1 also
+    needs no -shm file, which a read-only folder cannot get."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.fspath(db))}"
+    wal = Path(f"{db}-wal")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    error: sqlite3.Error | None = None
+    for flags in ("?mode=ro", "?immutable=1"):
+        if flags == "?immutable=1" and has_wal:
+            break  # immutable would silently miss the commits still in the WAL
+        conn = sqlite3.connect(uri + flags, uri=True, isolation_level=None, timeout=30)
+        conn.text_factory = lenient_text
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            error = exc
+    raise explain(error or sqlite3.OperationalError("unable to open database file"), db)
 
 
 def lenient_text(raw: bytes) -> str:

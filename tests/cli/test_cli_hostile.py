@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,68 @@ def test_a_damaged_text_export_is_an_error_not_silence_and_repair_removes_it(ind
     assert "image model" not in repaired.stdout  # the intact tower stays
     assert len(query_paths("sky")) == 3  # torch again, and a fresh export
     assert (indexed / "text" / "weights.bin").exists()
+
+
+# -- Medium 9: a read-only library -----------------------------------------------------------
+
+
+def read_only_run(library: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the CLI with `library` bind-mounted read-only over itself, in a private mount
+    namespace (a read-only medium or snapshot; root ignores plain permissions)."""
+    import shlex
+    import sys
+
+    command = " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "clipsearch", *args))
+    lib = shlex.quote(str(library))
+    script = f"mount --bind {lib} {lib} && mount -o remount,bind,ro {lib} && exec {command}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "CLIPSEARCH_HOME": str(library)}
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def can_mount_read_only(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        result = read_only_run(probe, "--version")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+@pytest.mark.slow
+def test_queries_work_from_a_read_only_library(tmp_path, indexed, photos):
+    """ "unable to open database file" for query, status and similar."""
+    if not can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare -m and mount (root in a container that allows it)")
+    cli("query", "warm up")  # vector and column caches exist, as after any use
+    for args in (
+        ("query", "sky", "--json"),
+        ("similar", str(photos / "p0.jpg"), "--json"),
+        ("status", "--json"),
+    ):
+        result = read_only_run(indexed, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    writing = read_only_run(indexed, "index")
+    assert writing.returncode == 2 and writing.stderr.count("\n") == 1, writing.stderr
+
+
+def test_a_newer_library_is_refused_before_anything_is_written_to_it(home):
+    import sqlite3
+
+    home.mkdir()
+    conn = sqlite3.connect(home / "library.db")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('schema', '99')")
+    conn.commit()
+    conn.close()
+
+    one_error_line(cli("status"), "written by a newer clipsearch")
+
+    conn = sqlite3.connect(home / "library.db")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert tables == ["meta"] and journal == "delete"
