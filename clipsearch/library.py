@@ -152,6 +152,7 @@ class Library:
         remove_offline: bool = False,
         retry_errors: bool = False,
         ray: RayOptions | None = None,
+        follow_links: bool = False,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root).
 
@@ -168,7 +169,9 @@ class Library:
 
         date_fallback="mtime" gives photos without a recorded capture time their file's
         modification time (by default they have none: an mtime is often a copy's date).
-        `ray` embeds on a Ray cluster (see indexing/distributed.py); the rest runs here."""
+        `ray` embeds on a Ray cluster (see indexing/distributed.py); the rest runs here.
+        Symlinked folders are followed only within the roots unless follow_links (never
+        into /proc, /sys or /dev); the library's own folder is never indexed."""
         from .indexing import scan as scanner
         from .indexing.metadata import DATE_FALLBACKS
         from .indexing.run import run_index
@@ -190,7 +193,8 @@ class Library:
             online = scanner.outermost(r for r in roots if r not in offline)
             removed_offline = self._remove_offline(offline) if remove_offline else 0
             settings, notes = self._apply_settings(online, new, retry_errors)
-            scan = scanner.scan_each(online, settings)
+            fence = scanner.Fence.for_library(online, self.directory, follow_links)
+            scan = scanner.scan_each(online, settings, fence)
             limits = root_settings.PixelLimits(
                 tuple(
                     (r, root_settings.max_pixels(s["max_megapixels"])) for r, s in settings.items()

@@ -78,6 +78,13 @@ def index(
             help="Capture time of photos that record none: 'none', or 'mtime' (the file's)"
         ),
     ] = "none",
+    follow_links: Annotated[
+        bool,
+        typer.Option(
+            "--follow-links",
+            help="Follow symlinked folders that lead outside the folders being indexed",
+        ),
+    ] = False,
     remove_offline: Annotated[
         bool,
         typer.Option(
@@ -119,6 +126,7 @@ def index(
             date_fallback=date_fallback,
             remove_offline=remove_offline,
             ray=ray_options,
+            follow_links=follow_links,
         )
     for path, reason in report.new_problems:
         warn(f"skipped {path}: {reason}")  # warn escapes the whole line

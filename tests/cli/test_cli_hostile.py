@@ -390,3 +390,34 @@ def test_a_newer_library_is_refused_before_anything_is_written_to_it(home):
     journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert tables == ["meta"] and journal == "delete"
+
+
+# -- Medium 10: leftovers, thumbnails, the library's own folder, symlinks --------------------
+
+
+def test_the_library_inside_an_indexed_root_never_indexes_its_own_thumbnails(
+    photos, tiny_checkpoint, tmp_path
+):
+    library = photos / "clipsearch-library"
+    first = cli("index", photos, "--library", library, *model(tiny_checkpoint), "--json")
+    assert json.loads(first.stdout)["indexed"] == 3, first.stderr
+    page = cli("query", "sky", "--library", library, "--html", tmp_path / "page.html")
+    assert page.exit_code == 0, page.stderr
+    assert list((library / "thumbnails").glob("*.jpg"))
+
+    again = json.loads(cli("index", "--library", library, "--json").stdout)
+
+    assert (again["indexed"], again["unchanged"]) == (0, 3)
+
+
+def test_follow_links_indexes_a_linked_folder_outside_the_root(photos, home, tiny_checkpoint):
+    outside = photos.parent / "outside"
+    save_photo(outside / "far.jpg", seed=7)
+    (photos / "linked").symlink_to(outside)
+
+    plain = json.loads(cli("index", photos, *model(tiny_checkpoint), "--json").stdout)
+    followed = json.loads(cli("index", photos, "--follow-links", "--json").stdout)
+
+    assert plain["indexed"] == 3
+    assert "outside the indexed folders" in plain["errors"][0]["reason"]
+    assert followed["indexed"] == 1
