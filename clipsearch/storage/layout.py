@@ -30,7 +30,7 @@ _META_COLUMNS_GLOB = "photometa-*.npz"
 # anything else is not a library, and is never adopted as one.
 _OWN_NAME = re.compile(
     r"(library\.db(-wal|-shm|-journal|\.salvage.*|\.damaged-.*)?"
-    r"|vectors-\d+\.faiss|photometa-[\d-]+\.npz|\..+\.tmp|\.(text|image)\.tmp-.*"
+    r"|vectors-\d+\.faiss|photometa-[\d-]+\.npz|\..+\.tmp|\.(text|image)\.(tmp|old)-.*"
     r"|text|image|thumbnails|galleries|write\.lock|roots\.json)"
 )
 

@@ -421,3 +421,17 @@ def test_follow_links_indexes_a_linked_folder_outside_the_root(photos, home, tin
     assert plain["indexed"] == 3
     assert "outside the indexed folders" in plain["errors"][0]["reason"]
     assert followed["indexed"] == 1
+
+
+@pytest.mark.parametrize("code", [28, 13])  # ENOSPC, EACCES
+def test_thumbnails_that_cannot_be_written_are_one_line(indexed, tmp_path, monkeypatch, code):
+    """A full disk, or a thumbnails folder root made in the user's library: a traceback."""
+    from clipsearch.photos import thumbnails
+
+    def cannot(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(thumbnails, "replace_atomically", cannot)
+    result = cli("query", "sky", "--html", tmp_path / "page.html")
+
+    one_error_line(result, "cannot write thumbnails in", os.strerror(code))
