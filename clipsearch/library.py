@@ -8,6 +8,7 @@ factory picks → vector index → hits.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import stat
 import time
@@ -402,7 +403,7 @@ class Library:
         part of make and model) keep only the photos that match, before the top-K cut.
         With filters and no terms, the matching photos are listed by date.  sort: 'score',
         'date' (oldest first) or '-date'.  `filters` passes ready-made Filters instead."""
-        _check_top(top)
+        _check_options(top, min_score, within)
         check_sort(sort)
         filters = _filters(filters, after, before, near, km, camera)
         if not (terms or add or sub or vectors) and filters.active:
@@ -431,7 +432,7 @@ class Library:
         path = absolute(image)
         if not os.path.isfile(path):
             raise ClipsearchError(f"no such image file: {image}")
-        _check_top(top)
+        _check_options(top, min_score, within)
         check_sort(sort)
         filters = _filters(filters, **filter_options)
         if self.store.is_empty():
@@ -698,9 +699,20 @@ def _cosines(scores: np.ndarray, ids: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(found)) and np.all(np.abs(found) <= 1 + _COSINE_SLACK))
 
 
-def _check_top(top: int) -> None:
+def _check_options(top: int, min_score: float | None, within) -> None:
+    """Options that would otherwise answer silently: --min-score nan matched nothing,
+    --in FILE found nothing under a file."""
     if top < 1:
         raise ClipsearchError(f"--top must be at least 1, not {top}")
+    if min_score is not None and not math.isfinite(min_score):
+        raise ClipsearchError(f"--min-score takes a number (a cosine, -1 to 1), not {min_score}")
+    if within is not None:
+        folder = absolute(within)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ClipsearchError(
+                f"--in takes a folder, and {folder} is a file: "
+                f"use --in {os.path.dirname(folder)}, or `clipsearch similar {folder}`"
+            )
 
 
 def _filters(

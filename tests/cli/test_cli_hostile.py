@@ -435,3 +435,30 @@ def test_thumbnails_that_cannot_be_written_are_one_line(indexed, tmp_path, monke
     result = cli("query", "sky", "--html", tmp_path / "page.html")
 
     one_error_line(result, "cannot write thumbnails in", os.strerror(code))
+
+
+# -- Low: options that answered silently, a user without a home ------------------------------
+
+
+def test_min_score_nan_and_in_a_file_are_errors_not_empty_answers(indexed, photos):
+    one_error_line(cli("query", "sky", "--min-score", "nan"), "--min-score takes a number")
+    one_error_line(cli("query", "sky", "--in", photos / "p0.jpg"), "--in takes a folder")
+    one_error_line(cli("similar", photos / "p1.jpg", "--in", photos / "p0.jpg"), "--in takes")
+
+
+def test_no_home_and_no_passwd_entry_is_one_line_not_a_folder_named_tilde(
+    tmp_path, monkeypatch, photos
+):
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    for name in ("HOME", "CLIPSEARCH_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.chdir(tmp_path)
+
+    one_error_line(cli("index", photos), "$HOME is not set", "--library DIR")
+    one_error_line(cli("status"), "$CLIPSEARCH_HOME")
+    assert not (tmp_path / "~").exists()
