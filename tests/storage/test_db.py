@@ -191,29 +191,3 @@ def test_table_columns_reads_the_schema_back() -> None:
     assert list(tables) == ["meta", "roots", "files", "errors", "retained", "photo_meta"]
     assert tables["roots"] == ("path", "added", "device", "settings")
     assert tables["files"] == ("id", "path", "size", "mtime_ns", "fingerprint", "vector")
-
-
-def test_every_file_a_library_holds_counts_as_its_own(tmp_path) -> None:
-    """A library folder is adopted only when it holds nothing but library files: each name
-    layout.py gives out must be recognised, or a library could not be opened again."""
-    from clipsearch.storage.layout import Layout, is_own_name
-
-    layout = Layout(tmp_path)
-    names = [
-        layout.db,
-        layout.lock,
-        layout.text_export,
-        layout.image_export,
-        layout.thumbnails,
-        layout.galleries,
-        layout.index_file(12),
-        layout.meta_columns(12, 3),
-        layout.salvage,
-        layout.damaged_backup("2026-01-01"),
-        *layout.wal_files(layout.db),
-    ]
-    names += [getattr(layout, "roots_copy", layout.db)]
-    assert all(is_own_name(p.name) for p in names), [
-        p.name for p in names if not is_own_name(p.name)
-    ]
-    assert not is_own_name("taxes.pdf") and not is_own_name("IMG_0001.jpg")
