@@ -462,3 +462,28 @@ def test_no_home_and_no_passwd_entry_is_one_line_not_a_folder_named_tilde(
     one_error_line(cli("index", photos), "$HOME is not set", "--library DIR")
     one_error_line(cli("status"), "$CLIPSEARCH_HOME")
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("name", ["evil.safetensors", "evil.npz"])
+def test_weight_files_that_are_not_state_dicts_are_one_line(tmp_path, photos, name):
+    """A pickle named .safetensors, an .npz of object arrays: tracebacks (no code ran)."""
+    import pickle
+
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    weights = tmp_path / name
+    if name.endswith(".npz"):
+        np.savez(weights, a=np.array([Evil()], dtype=object))
+    else:
+        weights.write_bytes(pickle.dumps({"x": Evil()}))
+
+    result = cli("index", photos, "--library", tmp_path / "lib", *model(weights))
+
+    one_error_line(result, "cannot load")
+    assert not marker.exists()
