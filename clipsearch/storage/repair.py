@@ -48,6 +48,7 @@ def repair_library(
                 done += _check_vector_file(store)
                 done += _fix_vector_sizes(store)
                 done += _fix_rows(store)
+                done += _drop_phantoms(store)
                 done += _fix_exports(store)
                 done.append(f"rebuilt the vector index from {rebuild_index(store)} photos")
             finally:
@@ -308,6 +309,23 @@ def _fix_rows(store: Store) -> list[str]:
             "`clipsearch index` embeds them again"
         )
     return notes
+
+
+def _drop_phantoms(store: Store) -> list[str]:
+    """Drop photos recorded outside every root: no `index` run looks there again, so they
+    would be answered forever (a hand-edited or half-salvaged database)."""
+    roots = store.roots()
+    if not roots:
+        return []  # nothing says where photos belong; keep them all
+    prefixes = tuple(os.fsencode(os.path.join(root, "")) for root in roots)
+    rows = store.conn.execute("SELECT id, path FROM files").fetchall()
+    phantoms = [i for i, path in rows if not bytes(path).startswith(prefixes)]
+    if not phantoms:
+        return []
+    store.begin()
+    store.remove_ids(phantoms)
+    store.commit()
+    return [f"dropped {len(phantoms)} photos recorded outside every indexed folder"]
 
 
 def _fix_exports(store: Store) -> list[str]:

@@ -487,3 +487,13 @@ def test_weight_files_that_are_not_state_dicts_are_one_line(tmp_path, photos, na
 
     one_error_line(result, "cannot load")
     assert not marker.exists()
+
+
+def test_repair_drops_photos_recorded_outside_every_root(indexed, photos):
+    edit_db(indexed, "UPDATE files SET path = CAST(? AS BLOB) WHERE id = 1", b"/elsewhere/x.jpg")
+
+    repaired = cli("repair")
+
+    assert "dropped 1 photos recorded outside every indexed folder" in repaired.stdout
+    assert "/elsewhere/x.jpg" not in query_paths("sky")
+    assert len(query_paths("sky")) == 2
