@@ -497,3 +497,14 @@ def test_repair_drops_photos_recorded_outside_every_root(indexed, photos):
     assert "dropped 1 photos recorded outside every indexed folder" in repaired.stdout
     assert "/elsewhere/x.jpg" not in query_paths("sky")
     assert len(query_paths("sky")) == 2
+
+
+def test_a_non_utf8_name_round_trips_through_json(tmp_path, home, tiny_checkpoint):
+    raw = os.fsencode(str(tmp_path / "Photos")) + b"/caf\xe9.jpg"
+    save_photo(Path(os.fsdecode(raw)), seed=3)
+    assert cli("index", tmp_path / "Photos", *model(tiny_checkpoint)).exit_code == 0
+
+    for args in (("--json",), ("--jsonl",)):
+        out = cli("query", "sky", *args).stdout
+        record = json.loads(out)[0] if args == ("--json",) else json.loads(out.splitlines()[0])
+        assert "\\udce9" in out and os.fsencode(record["path"]) == raw
