@@ -8,6 +8,7 @@ factory picks → vector index → hits.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import stat
 import time
@@ -152,6 +153,7 @@ class Library:
         remove_offline: bool = False,
         retry_errors: bool = False,
         ray: RayOptions | None = None,
+        follow_links: bool = False,
     ) -> IndexReport:
         """Bring the library up to date with `paths` (or with every known root).
 
@@ -168,7 +170,9 @@ class Library:
 
         date_fallback="mtime" gives photos without a recorded capture time their file's
         modification time (by default they have none: an mtime is often a copy's date).
-        `ray` embeds on a Ray cluster (see indexing/distributed.py); the rest runs here."""
+        `ray` embeds on a Ray cluster (see indexing/distributed.py); the rest runs here.
+        Symlinked folders are followed only within the roots unless follow_links (never
+        into /proc, /sys or /dev); the library's own folder is never indexed."""
         from .indexing import scan as scanner
         from .indexing.metadata import DATE_FALLBACKS
         from .indexing.run import run_index
@@ -190,7 +194,8 @@ class Library:
             online = scanner.outermost(r for r in roots if r not in offline)
             removed_offline = self._remove_offline(offline) if remove_offline else 0
             settings, notes = self._apply_settings(online, new, retry_errors)
-            scan = scanner.scan_each(online, settings)
+            fence = scanner.Fence.for_library(online, self.directory, follow_links)
+            scan = scanner.scan_each(online, settings, fence)
             limits = root_settings.PixelLimits(
                 tuple(
                     (r, root_settings.max_pixels(s["max_megapixels"])) for r, s in settings.items()
@@ -398,7 +403,7 @@ class Library:
         part of make and model) keep only the photos that match, before the top-K cut.
         With filters and no terms, the matching photos are listed by date.  sort: 'score',
         'date' (oldest first) or '-date'.  `filters` passes ready-made Filters instead."""
-        _check_top(top)
+        _check_options(top, min_score, within)
         check_sort(sort)
         filters = _filters(filters, after, before, near, km, camera)
         if not (terms or add or sub or vectors) and filters.active:
@@ -427,7 +432,7 @@ class Library:
         path = absolute(image)
         if not os.path.isfile(path):
             raise ClipsearchError(f"no such image file: {image}")
-        _check_top(top)
+        _check_options(top, min_score, within)
         check_sort(sort)
         filters = _filters(filters, **filter_options)
         if self.store.is_empty():
@@ -492,6 +497,7 @@ class Library:
         approximate index too, which probes more lists as the allowed share shrinks)."""
         if self.store.is_empty():
             return []
+        _check_query(vector, self.store.dim())
         index = self._exact_index() if exact else self._vector_index()
         allowed = self._allowed(within, filters)
         if allowed is not None and not len(allowed):
@@ -570,7 +576,10 @@ class Library:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text vectors, from whichever encoder the model factory picks for text."""
-        return self.encoders.get(TEXT).encode_texts(list(texts))
+        vectors = self.encoders.get(TEXT).encode_texts(list(texts))
+        for vector in vectors:
+            _check_query(vector, self.store.dim())
+        return vectors
 
     def embed_image(self, path: str) -> np.ndarray:
         """An indexed, unchanged image reuses its stored vector; others are embedded now."""
@@ -690,9 +699,20 @@ def _cosines(scores: np.ndarray, ids: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(found)) and np.all(np.abs(found) <= 1 + _COSINE_SLACK))
 
 
-def _check_top(top: int) -> None:
+def _check_options(top: int, min_score: float | None, within) -> None:
+    """Options that would otherwise answer silently: --min-score nan matched nothing,
+    --in FILE found nothing under a file."""
     if top < 1:
         raise ClipsearchError(f"--top must be at least 1, not {top}")
+    if min_score is not None and not math.isfinite(min_score):
+        raise ClipsearchError(f"--min-score takes a number (a cosine, -1 to 1), not {min_score}")
+    if within is not None:
+        folder = absolute(within)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ClipsearchError(
+                f"--in takes a folder, and {folder} is a file: "
+                f"use --in {os.path.dirname(folder)}, or `clipsearch similar {folder}`"
+            )
 
 
 def _filters(
@@ -717,6 +737,24 @@ def _sorted(hits: list[Hit], sort: str) -> list[Hit]:
     dated = [h for h in hits if h.taken]
     dated.sort(key=lambda h: h.taken[:19], reverse=sort == "-date")
     return dated + [h for h in hits if not h.taken]
+
+
+def _check_query(vector: np.ndarray, dim: int | None) -> None:
+    """A query vector the library can use: its size, and finite. An export of another model
+    (a library.db copied from another library) was an AssertionError in FAISS; a damaged
+    export made NaN vectors, and every query silently found nothing."""
+    vector = np.asarray(vector)
+    if dim is not None and vector.shape[-1] != dim:
+        raise ClipsearchError(
+            f"the model made {vector.shape[-1]}-dimensional query vectors but this library "
+            f"holds {dim}-dimensional ones (was library.db copied from another library?): "
+            "run `clipsearch repair`, or use the library's own folder"
+        )
+    if not np.isfinite(vector).all():
+        raise ClipsearchError(
+            "the model made an invalid query vector (its exported files are damaged): "
+            "run `clipsearch repair`"
+        )
 
 
 def _check_dim(stored: int | None, made: int, spec: ModelSpec) -> None:

@@ -78,6 +78,13 @@ def index(
             help="Capture time of photos that record none: 'none', or 'mtime' (the file's)"
         ),
     ] = "none",
+    follow_links: Annotated[
+        bool,
+        typer.Option(
+            "--follow-links",
+            help="Follow symlinked folders that lead outside the folders being indexed",
+        ),
+    ] = False,
     remove_offline: Annotated[
         bool,
         typer.Option(
@@ -119,6 +126,7 @@ def index(
             date_fallback=date_fallback,
             remove_offline=remove_offline,
             ray=ray_options,
+            follow_links=follow_links,
         )
     for path, reason in report.new_problems:
         warn(f"skipped {path}: {reason}")  # warn escapes the whole line
@@ -146,12 +154,15 @@ def ray_options_for(address: str | None, workers: int | None, ship_files: bool):
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """`kill` (SIGTERM) stops an index run as Ctrl-C does: what was embedded stays saved."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """`kill` (SIGTERM), or a closed terminal or ssh session (SIGHUP), stops an index run as
+    Ctrl-C does: what was embedded stays saved. SIGHUP used to kill it outright."""
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _rate_column():

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import ClipsearchError
+
 
 def open_library(library: Path | None, **kwargs):
     """The library the options name; imported here so `--help` never loads the API."""
@@ -34,7 +36,10 @@ def write_page(lib, title: str, html: str | None, open_page: bool, **content) ->
     from ..output.gallery import write_gallery
 
     out = Path(html) if html else lib.layout.galleries / f"{_slug(title)}.html"
-    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ClipsearchError(f"cannot write gallery {out}: {exc.strerror or exc}") from exc
     page = write_gallery(
         content.get("hits", []),
         out,

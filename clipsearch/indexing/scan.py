@@ -48,6 +48,10 @@ DEFAULT_EXCLUDED_DIRS = frozenset(
         ".git",
     }
 )
+# Pseudo file systems: their files are not photos, and walking them (a symlink to / inside a
+# root once walked all of /proc) can hang on a read or never end.
+PSEUDO_FOLDERS = ("/proc", "/sys", "/dev")
+
 # .Trash, .Trash-1000 (freedesktop trash per user on removable drives), .Trashes.
 _TRASH_PREFIX = ".trash"
 
@@ -74,6 +78,38 @@ class ScanResult:
     videos: int = 0
     raw_paired: int = 0
     missing_extras: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Where a walk may go. A symlinked folder is followed only inside `inside` (real paths of
+    the roots; None: anywhere), never into PSEUDO_FOLDERS; the `skip` folder (the library's
+    own: its thumbnails are not photos) is never walked."""
+
+    inside: tuple[str, ...] | None = None
+    skip: str | None = None
+
+    @classmethod
+    def for_library(
+        cls, roots: Sequence[str], library: str | os.PathLike[str], follow_links: bool
+    ) -> Fence:
+        inside = None if follow_links else tuple(os.path.realpath(r) for r in roots)
+        return cls(inside, os.path.realpath(library))
+
+    def why_not(self, real: str) -> str | None:
+        """Why a symlinked folder whose real path is `real` is not followed, or None."""
+        if _under_any(real, PSEUDO_FOLDERS):
+            return f"symlink into {real}, a system folder: not followed"
+        if self.inside is not None and not _under_any(real, self.inside):
+            return (
+                f"symlink to {real}, outside the indexed folders: not followed "
+                "(index --follow-links to follow it)"
+            )
+        return None
+
+
+def _under_any(path: str, folders: Iterable[str]) -> bool:
+    return any(path == f or path.startswith(os.path.join(f, "")) for f in folders)
 
 
 @dataclass(frozen=True)
@@ -108,6 +144,7 @@ def scan(
     excludes: Sequence[str] = (),
     default_excludes: bool = True,
     raw_too: bool = False,
+    fence: Fence | None = None,
 ) -> ScanResult:
     """Find the photos under roots, each real file and folder once.
 
@@ -117,15 +154,18 @@ def scan(
     A RAW file with a processed JPEG/HEIC of the same name beside it is skipped unless
     raw_too. Symlinks are followed; whatever is also reachable without one is kept under
     that path. Unreadable folders and broken or looping symlinks land in problems.
+    `fence` says where symlinked folders may lead (by default: anywhere but PSEUDO_FOLDERS).
     """
-    walk = _Walk(default_excludes=default_excludes, raw_too=raw_too)
+    walk = _Walk(default_excludes=default_excludes, raw_too=raw_too, fence=fence or Fence())
     exclude_spec = _exclude_spec(excludes)
     for root in _outermost(normalise_root(r) for r in roots):
         walk.add_root(root, exclude_spec)
     return walk.run()
 
 
-def scan_each(roots: Sequence[str], settings: dict[str, dict]) -> ScanResult:
+def scan_each(
+    roots: Sequence[str], settings: dict[str, dict], fence: Fence | None = None
+) -> ScanResult:
     """Scan each root with its own settings (see indexing/settings.py); roots sharing
     settings are walked together.  `roots` must not nest (see `outermost`)."""
     groups: dict[str, list[str]] = {}
@@ -139,6 +179,7 @@ def scan_each(roots: Sequence[str], settings: dict[str, dict]) -> ScanResult:
             excludes=s["exclude"],
             default_excludes=s["default_excludes"],
             raw_too=s["raw_too"],
+            fence=fence,
         )
         merged.files += found.files
         merged.problems += found.problems
@@ -242,6 +283,14 @@ def _read_ignore_file(path: str) -> str:
     return data.decode("utf-8", errors="surrogateescape")
 
 
+def _key_of(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _stem(name: str) -> str:
     return os.path.splitext(name)[0].casefold()
 
@@ -265,7 +314,9 @@ class _Walk:
     reachable both ways is indexed under its real path, and each real folder only once.
     """
 
-    def __init__(self, *, default_excludes: bool, raw_too: bool) -> None:
+    def __init__(self, *, default_excludes: bool, raw_too: bool, fence: Fence) -> None:
+        self.fence = fence
+        self.skip_key = _key_of(fence.skip) if fence.skip else None
         self.default_excludes = default_excludes
         self.raw_too = raw_too
         self.result = ScanResult()
@@ -363,6 +414,15 @@ class _Walk:
             st = entry.stat()
         except OSError as err:
             self.problem(entry.path, f"cannot open folder: {err.strerror}")
+            return
+        if (st.st_dev, st.st_ino) == self.skip_key:
+            return  # the library's own folder
+        if entry.is_symlink():
+            why = self.fence.why_not(os.path.realpath(entry.path))
+            if why:
+                self.problem(entry.path, why)
+                return
+        elif entry.path in PSEUDO_FOLDERS:
             return
         folder = _Folder(entry.path, (st.st_dev, st.st_ino), rules)
         (self.linked_folders if entry.is_symlink() else self.folders).append(folder)

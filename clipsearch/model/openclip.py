@@ -63,10 +63,13 @@ class ClipEncoder:
                 f"refusing {spec.pretrained}: it holds pickled objects, not a plain state dict, "
                 "and clipsearch never runs code from weight files; convert it to .safetensors"
             ) from exc
-        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any loader failure is a bad weight file
+            # RuntimeError, KeyError... and also safetensors' own SafetensorError (a pickle
+            # named .safetensors) or an AttributeError (an .npz taken for big_vision weights):
+            # those were tracebacks. No code from the file ever runs either way.
             raise ModelUnavailable(
                 f"cannot load {spec.label()}: {_first_line(exc)}; check that the checkpoint "
-                "matches the model architecture"
+                "is a state dict that matches the model architecture"
             ) from exc
         self.model = model.eval().to(self.dtype)
         self.preprocess: Callable[[Image.Image], torch.Tensor] = preprocess

@@ -42,15 +42,27 @@ class ThumbnailCache:
         except OSError:
             return None
         thumb = self.cache_dir / f"{_version_key(path, st.st_size, st.st_mtime_ns)}.jpg"
-        if thumb.is_file():
+        if thumb.is_file() and os.access(thumb, os.R_OK):
             return thumb
         try:
             image = load_image(path, min_side=self.side, max_pixels=self.max_pixels)
         except ImageError:
             return None
         image.thumbnail((self.side, self.side))
-        self._store(image, thumb)
+        try:
+            self._store(image, thumb)
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
         return thumb
+
+    def _unwritable(self, exc: OSError) -> ClipsearchError:
+        """One line instead of a traceback: a full disk, or a cache another user (root
+        running `query --html` on your library) made and you cannot write to."""
+        reason = exc.strerror or str(exc)
+        return ClipsearchError(
+            f"cannot write thumbnails in {self.cache_dir} ({reason}): free some disk space, "
+            f"or if another user made that folder, remove it (or chown it back) and try again"
+        )
 
     def _store(self, image: Image.Image, thumb: Path) -> None:
         """Write atomically so a crash or a concurrent run never leaves a truncated JPEG; no

@@ -151,6 +151,7 @@ class Store:
         self.conn = conn
         self._vectors_changed = False
         self._roots_changed = False
+        self.read_only = False  # opened from a read-only folder or medium: queries only
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = False) -> Store:
@@ -164,15 +165,17 @@ class Store:
                 )
             _make_private_dir(directory)
             create_private_file(db)
+        read_only = False
         try:
-            conn = sqlite3.connect(db, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
-            _migrate(conn)
+            conn = _open_writable(db, directory)
+        except sqlite3.OperationalError as exc:
+            if create or _writable(directory, db):
+                raise explain(exc, db) from exc
+            conn, read_only = _open_read_only(db), True
         except sqlite3.DatabaseError as exc:
             raise explain(exc, db) from exc
         store = cls(directory, conn)
+        store.read_only = read_only
         store._check_version()
         return store
 
@@ -208,12 +211,15 @@ class Store:
 
     def _check_version(self) -> None:
         found = int(self.meta("schema", str(SCHEMA_VERSION)) or SCHEMA_VERSION)
-        if found > SCHEMA_VERSION:
-            raise ClipsearchError(
-                f"the library at {self.directory} was written by a newer clipsearch "
-                f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
-                "upgrade clipsearch, or use another --library"
-            )
+        _refuse_newer(found, self.directory)
+        if self.read_only:
+            if found < SCHEMA_VERSION:
+                raise ClipsearchError(
+                    f"the library at {self.directory} is read-only and in an older format "
+                    f"({found}; this version reads {SCHEMA_VERSION}): open it once where it "
+                    "can be written (`clipsearch index`), or use a copy"
+                )
+            return
         if found < SCHEMA_VERSION or self.meta("schema") is None:
             self.set_meta(schema=SCHEMA_VERSION, writer=__version__)  # the tables exist now
 
@@ -537,6 +543,40 @@ class Store:
         self._vectors_changed = self._vectors_changed or cur.rowcount > 0
         return cur.rowcount
 
+    def drop_damaged_vectors(self) -> int:
+        """Delete files whose stored vector is not a finite unit vector of the right size."""
+        dim = self.dim()
+        if dim is None:
+            return 0
+        damaged = []
+        cursor = self.conn.execute(
+            "SELECT id, vector FROM files WHERE length(vector) = ? ORDER BY id", (4 * dim,)
+        )
+        while rows := cursor.fetchmany(20_000):
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dim)
+            damaged += [rows[i][0] for i in np.flatnonzero(bad_vector_rows(vectors))]
+        return self.remove_ids(damaged)
+
+    def drop_undecodable_fingerprints(self) -> int:
+        """Delete files whose fingerprint is not valid text (a damaged byte): without a
+        fingerprint a move cannot be recognised, and the file is simply embedded again."""
+        rows = self.conn.execute("SELECT id, CAST(fingerprint AS BLOB) FROM files").fetchall()
+        damaged = []
+        for file_id, raw in rows:
+            try:
+                raw.decode("utf-8")
+            except (UnicodeDecodeError, AttributeError):
+                damaged.append(file_id)
+        return self.remove_ids(damaged)
+
+    def remove_ids(self, ids: Sequence[int]) -> int:
+        for start in range(0, len(ids), 500):
+            part = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(part))
+            self.conn.execute(f"DELETE FROM files WHERE id IN ({marks})", part)
+        self._vectors_changed = self._vectors_changed or bool(ids)
+        return len(ids)
+
     def ids(self) -> np.ndarray:
         rows = self.conn.execute("SELECT id FROM files ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -607,7 +647,10 @@ class Store:
             return None
         if len(row[0]) != 4 * (self.dim() or 0):
             raise ClipsearchError(WRONG_SIZE)
-        return np.frombuffer(row[0], dtype=np.float32).copy()
+        vector = np.frombuffer(row[0], dtype=np.float32).copy()
+        if bad_vector_rows(vector[None, :]).any():
+            raise ClipsearchError(DAMAGED_VECTORS)
+        return vector
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
@@ -657,6 +700,95 @@ def explain(exc: Exception, where: Path | None = None) -> ClipsearchError:
     )
 
 
+DAMAGED_VECTORS = (
+    "the library database holds damaged vectors (not finite, or not of unit length): "
+    "run `clipsearch repair`, then `clipsearch index` to embed the dropped photos again"
+)
+# Stored vectors are L2-normalised float32: their length is 1 to within ~1e-6. A wider margin
+# still catches any damage that could matter (a 1e30 made one photo score 1.35e29 everywhere).
+UNIT_TOLERANCE = 1e-2
+
+
+def _open_writable(db: Path, directory: Path) -> sqlite3.Connection:
+    """The normal connection: WAL, tables created or migrated. A library of a newer format
+    is refused before anything is written to it (it used to get this version's tables)."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.text_factory = lenient_text
+        _refuse_newer(_recorded_schema(conn), directory)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _recorded_schema(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table yet: a new library
+        return SCHEMA_VERSION
+    try:
+        return int(row[0]) if row else SCHEMA_VERSION
+    except ValueError:
+        return SCHEMA_VERSION
+
+
+def _refuse_newer(found: int, directory: Path) -> None:
+    if found > SCHEMA_VERSION:
+        raise ClipsearchError(
+            f"the library at {directory} was written by a newer clipsearch "
+            f"(format {found}, this is {__version__} with format {SCHEMA_VERSION}): "
+            "upgrade clipsearch, or use another --library"
+        )
+
+
+def _writable(directory: Path, db: Path) -> bool:
+    """False on a read-only medium or snapshot, or another user's shared library."""
+    return os.access(directory, os.W_OK) and os.access(db, os.W_OK)
+
+
+def _open_read_only(db: Path) -> sqlite3.Connection:
+    """Open a library that cannot be written, for queries. mode=ro reads the WAL when its
+    files are there; with no WAL left (the last writer checkpointed it), immutable=1 also
+    needs no -shm file, which a read-only folder cannot get."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.fspath(db))}"
+    wal = Path(f"{db}-wal")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    error: sqlite3.Error | None = None
+    for flags in ("?mode=ro", "?immutable=1"):
+        if flags == "?immutable=1" and has_wal:
+            break  # immutable would silently miss the commits still in the WAL
+        conn = sqlite3.connect(uri + flags, uri=True, isolation_level=None, timeout=30)
+        conn.text_factory = lenient_text
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            error = exc
+    raise explain(error or sqlite3.OperationalError("unable to open database file"), db)
+
+
+def lenient_text(raw: bytes) -> str:
+    """SQLite TEXT as str, never an exception: a damaged byte in one fingerprint made every
+    `index` fail with "run repair" while repair found nothing wrong. Such a row now reads as
+    text that matches nothing, and `repair` finds and drops it."""
+    return raw.decode("utf-8", errors="replace")
+
+
+def bad_vector_rows(vectors: np.ndarray) -> np.ndarray:
+    """A mask of the rows that are not finite unit vectors."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        squared = np.einsum("ij,ij->i", vectors, vectors)  # inf or nan for a huge or nan entry
+    return ~(np.abs(squared - 1.0) <= 2 * UNIT_TOLERANCE)
+
+
 WRONG_SIZE = (
     "the library database holds vectors of the wrong size (it is damaged): "
     "run `clipsearch repair`, then `clipsearch index` to embed the dropped photos again"
@@ -668,7 +800,10 @@ def _unpack(rows: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.nda
         raise ClipsearchError(WRONG_SIZE)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     blob = b"".join(r[1] for r in rows)
-    return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+    vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+    if bad_vector_rows(vectors).any():
+        raise ClipsearchError(DAMAGED_VECTORS)
+    return ids, vectors
 
 
 def _make_private_dir(directory: Path) -> None:

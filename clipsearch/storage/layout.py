@@ -30,7 +30,7 @@ _META_COLUMNS_GLOB = "photometa-*.npz"
 # anything else is not a library, and is never adopted as one.
 _OWN_NAME = re.compile(
     r"(library\.db(-wal|-shm|-journal|\.salvage.*|\.damaged-.*)?"
-    r"|vectors-\d+\.faiss|photometa-[\d-]+\.npz|\..+\.tmp|\.(text|image)\.tmp-.*"
+    r"|vectors-\d+\.faiss|photometa-[\d-]+\.npz|\..+\.tmp|\.(text|image)\.(tmp|old)-.*"
     r"|text|image|thumbnails|galleries|write\.lock|roots\.json)"
 )
 
@@ -45,6 +45,15 @@ def default_home() -> Path:
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    if xdg.startswith("~"):
+        # No $HOME and no passwd entry (a bare container, a service account): expanduser
+        # gives "~" back, and the library landed in a folder named "~" in the current one.
+        from ..errors import ClipsearchError
+
+        raise ClipsearchError(
+            "cannot tell where to keep the library: $HOME is not set and this user has no "
+            "home folder; pass --library DIR or set $CLIPSEARCH_HOME"
+        )
     return Path(xdg) / "clipsearch"
 
 

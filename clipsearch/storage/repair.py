@@ -47,6 +47,9 @@ def repair_library(
                     done[:0] = _salvage_report(*salvaged, has_roots=bool(store.roots()))
                 done += _check_vector_file(store)
                 done += _fix_vector_sizes(store)
+                done += _fix_rows(store)
+                done += _drop_phantoms(store)
+                done += _fix_exports(store)
                 done.append(f"rebuilt the vector index from {rebuild_index(store)} photos")
             finally:
                 store.close()
@@ -285,6 +288,62 @@ def _fold_log(backup: Path) -> None:
 
 
 # -- vectors ------------------------------------------------------------------------------
+
+
+def _fix_rows(store: Store) -> list[str]:
+    """Drop rows that pass SQLite's integrity check but cannot be used: vectors that are not
+    finite unit vectors, fingerprints that are not text."""
+    store.begin()
+    vectors = store.drop_damaged_vectors()
+    fingerprints = store.drop_undecodable_fingerprints()
+    store.commit()
+    notes = []
+    if vectors:
+        notes.append(
+            f"dropped {vectors} photos whose stored vector was damaged (not finite or not of "
+            "unit length); `clipsearch index` embeds them again"
+        )
+    if fingerprints:
+        notes.append(
+            f"dropped {fingerprints} photos whose fingerprint was damaged; "
+            "`clipsearch index` embeds them again"
+        )
+    return notes
+
+
+def _drop_phantoms(store: Store) -> list[str]:
+    """Drop photos recorded outside every root: no `index` run looks there again, so they
+    would be answered forever (a hand-edited or half-salvaged database)."""
+    roots = store.roots()
+    if not roots:
+        return []  # nothing says where photos belong; keep them all
+    prefixes = tuple(os.fsencode(os.path.join(root, "")) for root in roots)
+    rows = store.conn.execute("SELECT id, path FROM files").fetchall()
+    phantoms = [i for i, path in rows if not bytes(path).startswith(prefixes)]
+    if not phantoms:
+        return []
+    store.begin()
+    store.remove_ids(phantoms)
+    store.commit()
+    return [f"dropped {len(phantoms)} photos recorded outside every indexed folder"]
+
+
+def _fix_exports(store: Store) -> list[str]:
+    """Remove a torch-free tower whose files no longer match their fingerprint (a damaged
+    weights file made every text query return nothing) or whose vectors are not the
+    library's size (a library.db copied from another model's library)."""
+    from ..model.exportfile import verify_export
+
+    notes = []
+    for kind, folder in (("text", store.layout.text_export), ("image", store.layout.image_export)):
+        problem = verify_export(folder, store.dim())
+        if problem:
+            shutil.rmtree(folder, ignore_errors=True)
+            notes.append(
+                f"removed the exported {kind} model ({problem}); the next `clipsearch index` "
+                "exports it again"
+            )
+    return notes
 
 
 def _fix_vector_sizes(store: Store) -> list[str]:

@@ -418,7 +418,10 @@ async def _photo_path(state: WebState, request: Request) -> str:
 
 async def thumbnail(state: WebState, request: Request) -> Response:
     path = await _photo_path(state, request)
-    thumb = await state.in_pool(state.thumbs.get, path)
+    try:
+        thumb = await state.in_pool(state.thumbs.get, path)
+    except ClipsearchError as exc:  # the cache cannot be written: disk full, not ours
+        raise HTTPException(503, str(exc)) from None
     if thumb is None:
         raise HTTPException(404, "This photo cannot be read any more.")
     return FileResponse(thumb, media_type="image/jpeg", headers=_private_cache())

@@ -269,7 +269,12 @@ def test_kill_9_while_saving_the_vector_index_leaves_a_whole_file(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "when"),
-    [(signal.SIGINT, "embedding"), (signal.SIGTERM, "embedding"), (signal.SIGINT, "loading")],
+    [
+        (signal.SIGINT, "embedding"),
+        (signal.SIGTERM, "embedding"),
+        (signal.SIGHUP, "embedding"),  # a closed terminal: it used to kill the run outright
+        (signal.SIGINT, "loading"),
+    ],
 )
 def test_interrupt_stops_cleanly_and_keeps_the_work(
     signum, when, many_photos, tmp_path, tiny_checkpoint

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,289 @@ def test_symlink_names_targets_and_loops_reach_the_terminal_escaped(
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "0", "-3", "lots"])
 def test_max_megapixels_must_be_a_positive_finite_number(photos, home, value):
     one_error_line(cli("index", photos, "--max-megapixels", value), "--max-megapixels")
+
+
+# -- Medium 8: damage the checks used to miss ------------------------------------------------
+
+
+@pytest.fixture()
+def indexed(photos, home, tiny_checkpoint) -> Path:
+    result = cli("index", photos, *model(tiny_checkpoint))
+    assert result.exit_code == 0, result.stderr
+    assert (home / "text" / "weights.bin").exists()
+    return home
+
+
+def edit_db(library: Path, sql: str, *args) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(library / "library.db", isolation_level=None)
+    conn.execute(sql, args)
+    conn.close()
+
+
+def drop_vector_files(library: Path) -> None:
+    for path in library.glob("vectors-*.faiss"):
+        path.unlink()
+
+
+def query_paths(*args) -> list[str]:
+    result = cli("query", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return [hit["path"] for hit in json.loads(result.stdout)]
+
+
+def test_a_huge_float_in_a_stored_vector_is_found_and_repaired(indexed):
+    """A 1e30 in one row made that photo score 1.35e29 on every query; repair said passed."""
+    import sqlite3
+
+    import numpy as np
+
+    conn = sqlite3.connect(indexed / "library.db")
+    file_id, blob = conn.execute("SELECT id, vector FROM files ORDER BY id LIMIT 1").fetchone()
+    conn.close()
+    vector = np.frombuffer(blob, np.float32).copy()
+    vector[0] = 1e30
+    edit_db(indexed, "UPDATE files SET vector = ? WHERE id = ?", vector.tobytes(), file_id)
+    drop_vector_files(indexed)  # the vector file is rebuilt from the rows
+
+    one_error_line(cli("query", "sky"), "damaged vectors", "clipsearch repair")
+    repaired = cli("repair")
+
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "dropped 1 photos whose stored vector was damaged" in repaired.stdout
+    assert len(query_paths("sky")) == 2
+    assert json.loads(cli("index", "--json").stdout)["indexed"] == 1
+
+
+def test_a_damaged_fingerprint_byte_does_not_stop_index_and_repair_fixes_it(indexed):
+    """Index failed forever with "run repair", and repair found nothing wrong."""
+    edit_db(indexed, "UPDATE files SET fingerprint = CAST(? AS TEXT) WHERE id = 1", b"\xff\xfe")
+
+    again = cli("index", "--json")
+    assert again.exit_code == 0, again.stderr
+    repaired = cli("repair")
+
+    assert "dropped 1 photos whose fingerprint was damaged" in repaired.stdout, repaired.stdout
+    assert json.loads(cli("index", "--json").stdout)["indexed"] == 1
+
+
+def test_a_library_db_from_another_model_is_one_line_and_repair_fixes_it(tmp_path, indexed, photos):
+    """library.db copied from another model's library: an AssertionError on every query."""
+    from fakes import PixelEncoder
+
+    from clipsearch import Library
+
+    other, checkpoint = tmp_path / "other", tmp_path / "elsewhere.safetensors"
+    checkpoint.write_bytes(b"")
+    with Library.open(other, model=TINY, pretrained=str(checkpoint), create=True) as lib:
+        lib.use_encoder(PixelEncoder())
+        lib.index([photos])
+    for name in ("library.db-wal", "library.db-shm"):
+        (indexed / name).unlink(missing_ok=True)
+    (indexed / "library.db").write_bytes((other / "library.db").read_bytes())
+    drop_vector_files(indexed)
+
+    one_error_line(cli("query", "sky"), "768-dimensional ones", "clipsearch repair")
+    repaired = cli("repair")
+
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "removed the exported text model (it makes" in repaired.stdout, repaired.stdout
+    assert not (indexed / "text").exists()
+
+
+def test_a_damaged_text_export_is_an_error_not_silence_and_repair_removes_it(indexed):
+    """weights.bin overwritten with 0xFF: NaN vectors, every text query returned nothing."""
+    weights = indexed / "text" / "weights.bin"
+    weights.write_bytes(b"\xff" * weights.stat().st_size)
+
+    one_error_line(cli("query", "sky"), "invalid query vector", "clipsearch repair")
+    repaired = cli("repair")
+
+    assert "removed the exported text model (its files do not match" in repaired.stdout
+    assert "image model" not in repaired.stdout  # the intact tower stays
+    assert len(query_paths("sky")) == 3  # torch again, and a fresh export
+    assert (indexed / "text" / "weights.bin").exists()
+
+
+# -- Medium 9: a read-only library -----------------------------------------------------------
+
+
+def read_only_run(library: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the CLI with `library` bind-mounted read-only over itself, in a private mount
+    namespace (a read-only medium or snapshot; root ignores plain permissions)."""
+    import shlex
+    import sys
+
+    command = " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "clipsearch", *args))
+    lib = shlex.quote(str(library))
+    script = f"mount --bind {lib} {lib} && mount -o remount,bind,ro {lib} && exec {command}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "CLIPSEARCH_HOME": str(library)}
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def can_mount_read_only(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        result = read_only_run(probe, "--version")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+@pytest.mark.slow
+def test_queries_work_from_a_read_only_library(tmp_path, indexed, photos):
+    """ "unable to open database file" for query, status and similar."""
+    if not can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare -m and mount (root in a container that allows it)")
+    cli("query", "warm up")  # vector and column caches exist, as after any use
+    for args in (
+        ("query", "sky", "--json"),
+        ("similar", str(photos / "p0.jpg"), "--json"),
+        ("status", "--json"),
+    ):
+        result = read_only_run(indexed, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    writing = read_only_run(indexed, "index")
+    assert writing.returncode == 2 and writing.stderr.count("\n") == 1, writing.stderr
+
+
+def test_a_newer_library_is_refused_before_anything_is_written_to_it(home):
+    import sqlite3
+
+    home.mkdir()
+    conn = sqlite3.connect(home / "library.db")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('schema', '99')")
+    conn.commit()
+    conn.close()
+
+    one_error_line(cli("status"), "written by a newer clipsearch")
+
+    conn = sqlite3.connect(home / "library.db")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert tables == ["meta"] and journal == "delete"
+
+
+# -- Medium 10: leftovers, thumbnails, the library's own folder, symlinks --------------------
+
+
+def test_the_library_inside_an_indexed_root_never_indexes_its_own_thumbnails(
+    photos, tiny_checkpoint, tmp_path
+):
+    library = photos / "clipsearch-library"
+    first = cli("index", photos, "--library", library, *model(tiny_checkpoint), "--json")
+    assert json.loads(first.stdout)["indexed"] == 3, first.stderr
+    page = cli("query", "sky", "--library", library, "--html", tmp_path / "page.html")
+    assert page.exit_code == 0, page.stderr
+    assert list((library / "thumbnails").glob("*.jpg"))
+
+    again = json.loads(cli("index", "--library", library, "--json").stdout)
+
+    assert (again["indexed"], again["unchanged"]) == (0, 3)
+
+
+def test_follow_links_indexes_a_linked_folder_outside_the_root(photos, home, tiny_checkpoint):
+    outside = photos.parent / "outside"
+    save_photo(outside / "far.jpg", seed=7)
+    (photos / "linked").symlink_to(outside)
+
+    plain = json.loads(cli("index", photos, *model(tiny_checkpoint), "--json").stdout)
+    followed = json.loads(cli("index", photos, "--follow-links", "--json").stdout)
+
+    assert plain["indexed"] == 3
+    assert "outside the indexed folders" in plain["errors"][0]["reason"]
+    assert followed["indexed"] == 1
+
+
+@pytest.mark.parametrize("code", [28, 13])  # ENOSPC, EACCES
+def test_thumbnails_that_cannot_be_written_are_one_line(indexed, tmp_path, monkeypatch, code):
+    """A full disk, or a thumbnails folder root made in the user's library: a traceback."""
+    from clipsearch.photos import thumbnails
+
+    def cannot(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(thumbnails, "replace_atomically", cannot)
+    result = cli("query", "sky", "--html", tmp_path / "page.html")
+
+    one_error_line(result, "cannot write thumbnails in", os.strerror(code))
+
+
+# -- Low: options that answered silently, a user without a home ------------------------------
+
+
+def test_min_score_nan_and_in_a_file_are_errors_not_empty_answers(indexed, photos):
+    one_error_line(cli("query", "sky", "--min-score", "nan"), "--min-score takes a number")
+    one_error_line(cli("query", "sky", "--in", photos / "p0.jpg"), "--in takes a folder")
+    one_error_line(cli("similar", photos / "p1.jpg", "--in", photos / "p0.jpg"), "--in takes")
+
+
+def test_no_home_and_no_passwd_entry_is_one_line_not_a_folder_named_tilde(
+    tmp_path, monkeypatch, photos
+):
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    for name in ("HOME", "CLIPSEARCH_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.chdir(tmp_path)
+
+    one_error_line(cli("index", photos), "$HOME is not set", "--library DIR")
+    one_error_line(cli("status"), "$CLIPSEARCH_HOME")
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("name", ["evil.safetensors", "evil.npz"])
+def test_weight_files_that_are_not_state_dicts_are_one_line(tmp_path, photos, name):
+    """A pickle named .safetensors, an .npz of object arrays: tracebacks (no code ran)."""
+    import pickle
+
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    weights = tmp_path / name
+    if name.endswith(".npz"):
+        np.savez(weights, a=np.array([Evil()], dtype=object))
+    else:
+        weights.write_bytes(pickle.dumps({"x": Evil()}))
+
+    result = cli("index", photos, "--library", tmp_path / "lib", *model(weights))
+
+    one_error_line(result, "cannot load")
+    assert not marker.exists()
+
+
+def test_repair_drops_photos_recorded_outside_every_root(indexed, photos):
+    edit_db(indexed, "UPDATE files SET path = CAST(? AS BLOB) WHERE id = 1", b"/elsewhere/x.jpg")
+
+    repaired = cli("repair")
+
+    assert "dropped 1 photos recorded outside every indexed folder" in repaired.stdout
+    assert "/elsewhere/x.jpg" not in query_paths("sky")
+    assert len(query_paths("sky")) == 2
+
+
+def test_a_non_utf8_name_round_trips_through_json(tmp_path, home, tiny_checkpoint):
+    raw = os.fsencode(str(tmp_path / "Photos")) + b"/caf\xe9.jpg"
+    save_photo(Path(os.fsdecode(raw)), seed=3)
+    assert cli("index", tmp_path / "Photos", *model(tiny_checkpoint)).exit_code == 0
+
+    for args in (("--json",), ("--jsonl",)):
+        out = cli("query", "sky", *args).stdout
+        record = json.loads(out)[0] if args == ("--json",) else json.loads(out.splitlines()[0])
+        assert "\\udce9" in out and os.fsencode(record["path"]) == raw

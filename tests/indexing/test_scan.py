@@ -587,3 +587,43 @@ def test_huge_clipsearchignore_is_skipped(tmp_path: Path) -> None:
     problems = _scan_bounded(tmp_path, memory_mb=1024, timeout=60)
 
     assert problems == {".clipsearchignore": "ignore file not used: larger than 1024 KiB"}
+
+
+def test_symlinked_folders_outside_the_roots_are_followed_only_on_request(tmp_path: Path) -> None:
+    """A symlink to / inside a root walked the whole file system, /proc included."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    touch(root / "a.jpg")
+    touch(outside / "b.jpg")
+    (root / "out").symlink_to(outside)
+    (root / "slash").symlink_to("/")
+    (root / "inner").symlink_to(root / "sub")
+    touch(root / "sub" / "c.jpg")
+
+    fenced = scan([root], fence=scanner.Fence.for_library([str(root)], tmp_path / "lib", False))
+
+    assert found(fenced, root) == ["a.jpg", "sub/c.jpg"]
+    reasons = problem_reasons(fenced, root)
+    assert set(reasons) == {"out", "slash"}
+    assert "outside the indexed folders: not followed (index --follow-links" in reasons["out"]
+    followed = scan([root], fence=scanner.Fence(inside=None))
+    assert "out/b.jpg" in found(followed, root)
+
+
+@pytest.mark.parametrize("target", ["/proc", "/sys", "/dev", "/proc/self"])
+def test_symlinks_into_pseudo_file_systems_are_never_followed(tmp_path: Path, target) -> None:
+    touch(tmp_path / "a.jpg")
+    (tmp_path / "sys").symlink_to(target)
+
+    result = scan([tmp_path])  # no fence: links may lead anywhere else
+
+    assert found(result, tmp_path) == ["a.jpg"]
+    assert "a system folder: not followed" in problem_reasons(result, tmp_path)["sys"]
+
+
+def test_the_library_folder_inside_a_root_is_not_walked(tmp_path: Path) -> None:
+    touch(tmp_path / "a.jpg")
+    touch(tmp_path / "lib" / "thumbnails" / "0123.jpg")
+
+    fence = scanner.Fence.for_library([str(tmp_path)], tmp_path / "lib", False)
+
+    assert found(scan([tmp_path], fence=fence), tmp_path) == ["a.jpg"]
