@@ -67,7 +67,7 @@ class Library:
         batch_size: int | None = None,
         create: bool = False,
     ) -> Library:
-        store = Store.open(Path(directory) if directory else default_home(), create=create)
+        store = Store.open(_library_dir(directory), create=create)
         try:
             spec = choose_model(store.model_spec(), model, pretrained)
         except ClipsearchError:
@@ -86,9 +86,7 @@ class Library:
         method, because a damaged library may not open."""
         from .storage.repair import repair_library
 
-        return repair_library(
-            Path(directory) if directory else default_home(), wait=wait, on_wait=on_wait
-        )
+        return repair_library(_library_dir(directory), wait=wait, on_wait=on_wait)
 
     def close(self) -> None:
         self.store.close()
@@ -171,7 +169,7 @@ class Library:
         `ray` embeds on a Ray cluster (see indexing/distributed.py); the rest runs here."""
         from .indexing import scan as scanner
         from .indexing.metadata import DATE_FALLBACKS
-        from .indexing.run import run_index
+        from .indexing.run import note_stage, run_index
 
         if date_fallback not in DATE_FALLBACKS:
             raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
@@ -185,6 +183,7 @@ class Library:
             scanner.check_excludes(new["exclude"])
         roots = self._targets(paths)
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
+            note_stage(progress, "looking for new and changed photos")
             self._check_model_unchanged()
             offline = self.offline_roots(roots)
             online = scanner.outermost(r for r in roots if r not in offline)
@@ -387,8 +386,10 @@ class Library:
         camera: str | None = None,
         sort: str = "score",
         filters: Filters | None = None,
+        as_text: bool = False,
     ) -> list[Hit]:
-        """Best matches for the combined query terms, best first.
+        """Best matches for the combined query terms, best first (as_text: every term is
+        text, even one naming an image file; the rules are in search/terms.py).
 
         `vectors` are extra (weight, unit vector) terms, e.g. from `embed_image_data`; with
         them the text and path terms may be left out.
@@ -405,7 +406,8 @@ class Library:
             if min_score is not None:
                 raise ClipsearchError("--min-score needs query terms to score against")
             return self.listing(filters, top=top, within=within, newest_first=sort == "-date")
-        parsed = parse_terms(terms, add, sub) if terms or add or sub or not vectors else []
+        wanted = terms or add or sub or not vectors
+        parsed = parse_terms(terms, add, sub, as_text=as_text) if wanted else []
         if self.store.is_empty():
             return []
         vector = combine(parsed, self.embed_term, vectors)
@@ -688,6 +690,11 @@ def _cosines(scores: np.ndarray, ids: np.ndarray) -> bool:
     rounding).  A damaged vector file gives others (7.4e22 was seen) and must not rank."""
     found = scores[ids >= 0]
     return bool(np.all(np.isfinite(found)) and np.all(np.abs(found) <= 1 + _COSINE_SLACK))
+
+
+def _library_dir(directory: os.PathLike | str | None) -> Path:
+    """The folder named (`~` expanded, as a shell would have), else the default one."""
+    return Path(directory).expanduser() if directory else default_home()
 
 
 def _check_top(top: int) -> None:

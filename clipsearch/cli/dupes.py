@@ -10,7 +10,7 @@ import typer
 
 from ..errors import EXIT_NONE, ClipsearchError
 from .options import HtmlOpt, JsonlOpt, JsonOpt, LibraryOpt, NullOpt, OpenOpt
-from .output import open_library, write_page
+from .output import check_outputs, check_ready, open_library, write_page
 
 
 def dupes(
@@ -28,14 +28,19 @@ def dupes(
     open_page: OpenOpt = False,
     library: LibraryOpt = None,
 ) -> None:
-    """Print groups of near-duplicate photos (re-encodes, resizes, crops, bursts), best first."""
+    """Print groups of near-duplicate photos (re-encodes, resizes, crops, bursts), best first.
+
+    Example: clipsearch dupes ~/Photos/2023 --threshold 0.97
+    """
     from ..library import DUPE_THRESHOLD
     from ..output.text import pick_mode, write_groups
 
     cutoff = DUPE_THRESHOLD if threshold is None else threshold
     if not -1.0 <= cutoff <= 1.0:
         raise ClipsearchError(f"--threshold is a cosine between -1 and 1, not {cutoff}")
+    check_outputs(json_out, jsonl, null, html, False)
     with open_library(library) as lib:
+        check_ready(lib, directory)
         groups = lib.duplicates(directory, cutoff)
         if html is not None or open_page:
             write_page(lib, "near-duplicates", html, open_page, groups=groups)

@@ -16,7 +16,13 @@ LibraryOpt = Annotated[
         show_default=False,
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto, cpu, cuda or mps (queries: auto and cpu use the fast CPU export, "
+        "cuda or mps the model on that device)"
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 NoWaitOpt = Annotated[
     bool, typer.Option("--no-wait", help="Fail at once if another process is writing")

@@ -14,6 +14,46 @@ def open_library(library: Path | None, **kwargs):
     return Library.open(library, **kwargs)
 
 
+def check_outputs(json_out: bool, jsonl: bool, null: bool, html, preview: bool) -> None:
+    """Output options that exclude each other are refused, not silently ranked."""
+    from ..errors import ClipsearchError
+
+    chosen = [
+        name
+        for name, on in (
+            ("--json", json_out),
+            ("--jsonl", jsonl),
+            ("-0", null),
+            ("--html", html is not None),
+            ("--preview", preview),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise ClipsearchError(
+            f"{' and '.join(chosen)} cannot be combined: choose one way to print results"
+        )
+
+
+def check_ready(lib, within) -> None:
+    """An empty library, or `--in` naming a folder that does not exist, says so instead of
+    printing nothing: exit 1 with the way to fill the library, exit 2 for a bad --in."""
+    import typer
+
+    from ..errors import EXIT_NONE, ClipsearchError, warn
+    from ..fsutil import absolute
+
+    if within is not None:
+        path = absolute(within)
+        if not os.path.exists(path) and not lib.store.count_under(path):
+            raise ClipsearchError(
+                f"--in {within}: no such folder; give a folder that holds indexed photos"
+            )
+    if lib.store.is_empty():
+        warn("the library holds no photos yet: add some with `clipsearch index ~/Photos`")
+        raise typer.Exit(EXIT_NONE)
+
+
 def show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview) -> None:
     """Every output mode of `query` and `similar`."""
     from ..output.text import pick_mode, write_hits
@@ -33,7 +73,7 @@ def write_page(lib, title: str, html: str | None, open_page: bool, **content) ->
     """Write an HTML gallery (to `html`, or a page under the library) and print its path."""
     from ..output.gallery import write_gallery
 
-    out = Path(html) if html else lib.layout.galleries / f"{_slug(title)}.html"
+    out = Path(html).expanduser() if html else lib.layout.galleries / f"{_slug(title)}.html"
     out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     page = write_gallery(
         content.get("hits", []),

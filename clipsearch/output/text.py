@@ -18,6 +18,15 @@ from ..results import Hit
 __all__ = ["safe_for_terminal"]  # kept here too, where the other printing lives
 
 
+def console(stderr: bool = False):
+    """A Rich console that honours NO_COLOR fully: no colour, and no bold or dim either
+    (Rich's own NO_COLOR support drops colours only)."""
+    from rich.console import Console
+
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, color_system=None if plain else "auto")
+
+
 def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
     if json_out:
         return "json"
@@ -67,7 +76,6 @@ def write_hits(hits: Sequence[Hit], mode: str, out: BinaryIO | None = None) -> N
 
 
 def _table(hits: Sequence[Hit]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -80,7 +88,7 @@ def _table(hits: Sequence[Hit]) -> None:
         path = Text(safe_for_terminal(hit.path))
         style = None if hit.available else "dim"  # its root is offline
         table.add_row(str(hit.rank), score_text(hit), date_text(hit), path, style=style)
-    Console().print(table)
+    console().print(table)
 
 
 def group_record(group) -> dict:
@@ -114,14 +122,13 @@ def write_groups(groups: Sequence, mode: str, out: BinaryIO | None = None) -> No
 
 
 def _group_tables(groups: Sequence) -> None:
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console()
+    out = console()
     for number, group in enumerate(groups, 1):
-        console.print(Text(f"group {number} · best {group.best:.3f}", style="bold"))
+        out.print(Text(f"group {number} · best {group.best:.3f}", style="bold"))
         for path in group.paths:
-            console.print(Text("  " + safe_for_terminal(path)))
+            out.print(Text("  " + safe_for_terminal(path)))
 
 
 def write_json_lines(records: Sequence[dict], out: BinaryIO | None = None) -> None:
