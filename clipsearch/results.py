@@ -61,6 +61,7 @@ class IndexReport:
     removed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    embed_seconds: float = 0.0  # of `seconds`, the time spent embedding (img/s counts this)
     videos: int = 0
     raw_paired: int = 0
     missing_extras: dict[str, int] = field(default_factory=dict)
@@ -82,6 +83,7 @@ class IndexReport:
             "removed": self.removed,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "embed_seconds": round(self.embed_seconds, 3),
             "videos": self.videos,
             "raw_paired": self.raw_paired,
             "missing_extras": self.missing_extras,
