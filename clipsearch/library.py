@@ -473,7 +473,12 @@ class Library:
         if not len(found_ids):
             return []
         paths = self.store.paths_for(found_ids)
-        return find_groups(vectors, [paths[int(i)] for i in found_ids], threshold)
+        groups = find_groups(vectors, [paths[int(i)] for i in found_ids], threshold)
+        details = self.details([p for g in groups for p in g.paths]) if groups else {}
+        for group in groups:
+            group.members = [_member(p, details.get(p, photometa.NO_DETAILS)) for p in group.paths]
+            group.keeper = _keeper(group.members)
+        return groups
 
     def thumbnails(self) -> ThumbnailCache:
         from .photos.thumbnails import ThumbnailCache
@@ -695,6 +700,36 @@ def _cosines(scores: np.ndarray, ids: np.ndarray) -> bool:
 def _library_dir(directory: os.PathLike | str | None) -> Path:
     """The folder named (`~` expanded, as a shell would have), else the default one."""
     return Path(directory).expanduser() if directory else default_home()
+
+
+def _member(path: str, d: PhotoDetails) -> dict:
+    """What a person weighs to pick one copy: resolution, size on disk, format, date."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = None
+    fmt = os.path.splitext(path)[1].lstrip(".").upper() or None
+    return {
+        "path": path,
+        "width": d.width,
+        "height": d.height,
+        "bytes": size,
+        "format": fmt,
+        "taken": d.taken,
+    }
+
+
+def _keeper(members: list[dict]) -> int:
+    """results.KEEPER_RULE: most pixels, then largest file, then earliest date, then the
+    shortest path (the copy least buried in folders)."""
+
+    def rank(k: int) -> tuple:
+        m = members[k]
+        pixels = (m["width"] or 0) * (m["height"] or 0)
+        taken = m["taken"][:19] if m["taken"] else "9999"
+        return (-pixels, -(m["bytes"] or 0), taken, len(m["path"]), m["path"])
+
+    return min(range(len(members)), key=rank)
 
 
 def _check_top(top: int) -> None:

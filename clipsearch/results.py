@@ -44,11 +44,19 @@ class PhotoDetails:
 
 @dataclass
 class DupeGroup:
-    """Photos that look alike: `pairs` are (i, j, cosine) indices into `paths`, i < j."""
+    """Photos that look alike: `pairs` are (i, j, cosine) indices into `paths`, i < j.
+
+    `members` (parallel to `paths`) say what decides which copy to keep: width, height,
+    bytes, format, taken; `keeper` is the index of the suggested one (see KEEPER_RULE)."""
 
     paths: list[str]
     pairs: list[tuple[int, int, float]]
     best: float
+    members: list[dict] = field(default_factory=list)
+    keeper: int | None = None
+
+
+KEEPER_RULE = "keep: most pixels, then largest file, then earliest date, then shortest path"
 
 
 @dataclass

@@ -26,6 +26,13 @@ def dupes(
     null: NullOpt = False,
     html: HtmlOpt = None,
     open_page: OpenOpt = False,
+    others: Annotated[
+        bool,
+        typer.Option(
+            "--others",
+            help="Print every path but each group's suggested keeper (with -0: for xargs -0)",
+        ),
+    ] = False,
     library: LibraryOpt = None,
 ) -> None:
     """Print groups of near-duplicate photos (re-encodes, resizes, crops, bursts), best first.
@@ -33,7 +40,7 @@ def dupes(
     Example: clipsearch dupes ~/Photos/2023 --threshold 0.97
     """
     from ..library import DUPE_THRESHOLD
-    from ..output.text import pick_mode, write_groups
+    from ..output.text import pick_mode, write_groups, write_others
 
     cutoff = DUPE_THRESHOLD if threshold is None else threshold
     if not -1.0 <= cutoff <= 1.0:
@@ -44,6 +51,8 @@ def dupes(
         groups = lib.duplicates(directory, cutoff)
         if html is not None or open_page:
             write_page(lib, "near-duplicates", html, open_page, groups=groups)
+        elif others:
+            write_others(groups, pick_mode(json_out, jsonl, null, False))
         else:
             write_groups(groups, pick_mode(json_out, jsonl, null, sys.stdout.isatty()))
     if not groups:

@@ -92,15 +92,32 @@ def _table(hits: Sequence[Hit]) -> None:
 
 
 def group_record(group) -> dict:
-    """A duplicate group as JSON: its paths and the scores of the pairs inside it."""
+    """A duplicate group as JSON: its paths, the scores of the pairs inside it, each photo's
+    resolution, size, format and date, and the suggested keeper (results.KEEPER_RULE)."""
+    keeper = group.paths[group.keeper] if group.keeper is not None else None
     return {
         "best": round(group.best, 6),
         "paths": group.paths,
+        "keeper": keeper,
+        "photos": [{**m, "keeper": m["path"] == keeper} for m in group.members],
         "pairs": [
             {"a": group.paths[i], "b": group.paths[j], "score": round(score, 6)}
             for i, j, score in group.pairs
         ],
     }
+
+
+def write_others(groups: Sequence, mode: str, out: BinaryIO | None = None) -> None:
+    """Every path but each group's keeper (`dupes --others -0 | xargs -0 trash`): plain,
+    NUL-separated or a JSON array."""
+    out = out or sys.stdout.buffer
+    others = [p for g in groups for k, p in enumerate(g.paths) if k != g.keeper]
+    if mode in ("json", "jsonl"):
+        write_json(others, out)
+        return
+    end = b"\0" if mode == "null" else b"\n"
+    out.write(b"".join(os.fsencode(p) + end for p in others))
+    out.flush()
 
 
 def write_groups(groups: Sequence, mode: str, out: BinaryIO | None = None) -> None:
@@ -124,11 +141,31 @@ def write_groups(groups: Sequence, mode: str, out: BinaryIO | None = None) -> No
 def _group_tables(groups: Sequence) -> None:
     from rich.text import Text
 
+    from ..results import KEEPER_RULE
+
     out = console()
+    if groups:
+        out.print(Text(f"({KEEPER_RULE})", style="dim"))
     for number, group in enumerate(groups, 1):
         out.print(Text(f"group {number} · best {group.best:.3f}", style="bold"))
-        for path in group.paths:
-            out.print(Text("  " + safe_for_terminal(path)))
+        for k, path in enumerate(group.paths):
+            mark = "keep " if k == group.keeper else "     "
+            facts = _member_facts(group.members[k]) if k < len(group.members) else ""
+            out.print(Text(f"  {mark}{facts}  {safe_for_terminal(path)}"))
+
+
+def _member_facts(member: dict) -> str:
+    """'4032×3024  3.1 MiB  JPEG  2023-07-14' (blanks where unknown)."""
+    width, height = member.get("width"), member.get("height")
+    size = member.get("bytes")
+    return "  ".join(
+        [
+            f"{width}×{height}" if width and height else "?×?",
+            f"{size / 2**20:.1f} MiB" if size is not None else "? MiB",
+            member.get("format") or "?",
+            (member.get("taken") or "")[:10] or "no date",
+        ]
+    )
 
 
 def write_json_lines(records: Sequence[dict], out: BinaryIO | None = None) -> None:
