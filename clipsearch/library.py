@@ -480,9 +480,13 @@ class Library:
             group.keeper = _keeper(group.members)
         return groups
 
-    def thumbnails(self) -> ThumbnailCache:
-        from .photos.thumbnails import ThumbnailCache
+    def thumbnails(self, *, sharp: bool = False) -> ThumbnailCache:
+        """The thumbnail cache; sharp: twice the usual side, for pages that carry their
+        thumbnails (a 200-pixel card at 2x density)."""
+        from .photos.thumbnails import THUMB_SIDE, ThumbnailCache
 
+        if sharp:
+            return ThumbnailCache(self.store.layout.thumbnails / "2x", side=2 * THUMB_SIDE)
         return ThumbnailCache(self.store.layout.thumbnails)
 
     def search_vector(

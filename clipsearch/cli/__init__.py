@@ -28,7 +28,6 @@ _Abort = typer.Abort
 # Plain help (no Rich): Rich read a hand-written "[default: ...]" as markup and dropped it,
 # and printed a <bool> or <list[str]> type beside every option.
 _HELP = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"]}}
-HTML_SUFFIXES = (".html", ".htm")
 
 
 class _Group(TyperGroup):
@@ -55,7 +54,7 @@ class _Group(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, _library_after_command(_optional_html_value(args)))
+        return super().parse_args(ctx, _library_after_command(args))
 
     def invoke(self, ctx):
         try:
@@ -78,16 +77,6 @@ class _Group(TyperGroup):
         except BrokenPipeError:
             _silence_broken_pipe()
             raise typer.Exit(0) from None
-
-
-def _optional_html_value(args: list[str]) -> list[str]:
-    """`--html` takes an optional FILE: a bare `--html` becomes `--html=` (the default page)."""
-    out = list(args)
-    for i, arg in enumerate(out):
-        following = out[i + 1] if i + 1 < len(out) else ""
-        if arg == "--html" and not following.lower().endswith(HTML_SUFFIXES):
-            out[i] = "--html="
-    return out
 
 
 def _plain_metavar(param, ctx) -> str:

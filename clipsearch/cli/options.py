@@ -31,8 +31,21 @@ HtmlOpt = Annotated[
     str | None,
     typer.Option(
         "--html",
-        help="Write an HTML gallery (to FILE.html, or a page in the library) and print its path",
+        metavar="FILE",
+        help="Write an HTML gallery to FILE (.html added if missing) and print its path",
         show_default=False,
+    ),
+]
+GalleryOpt = Annotated[
+    bool,
+    typer.Option("--gallery", help="Write an HTML gallery page inside the library, print its path"),
+]
+StandaloneOpt = Annotated[
+    bool,
+    typer.Option(
+        "--standalone",
+        help="Put the gallery's thumbnails inside the page (2x density), so it can be sent "
+        "or served; prints its size",
     ),
 ]
 OpenOpt = Annotated[bool, typer.Option("--open", help="Open the HTML gallery in the browser")]

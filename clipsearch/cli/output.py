@@ -54,12 +54,26 @@ def check_ready(lib, within) -> None:
         raise typer.Exit(EXIT_NONE)
 
 
-def show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview) -> None:
+def gallery_target(html: str | None, gallery: bool, standalone: bool) -> str | None:
+    """One form each: `--html FILE` writes FILE, `--gallery` a page in the library (""
+    below); --standalone needs one of them."""
+    from ..errors import ClipsearchError
+
+    if html is not None and gallery:
+        raise ClipsearchError("--html FILE and --gallery cannot be combined: choose one")
+    if standalone and html is None and not gallery:
+        raise ClipsearchError("--standalone is for a gallery: add --html FILE or --gallery")
+    return "" if gallery else html
+
+
+def show_hits(
+    lib, hits, title, json_out, jsonl, null, html, open_page, preview, standalone=False
+) -> None:
     """Every output mode of `query` and `similar`."""
     from ..output.text import pick_mode, write_hits
 
     if html is not None or open_page:
-        write_page(lib, title, html, open_page, hits=hits)
+        write_page(lib, title, html, open_page, standalone, hits=hits)
         return
     if preview and sys.stdout.isatty():
         from ..output.preview import render_previews
@@ -69,19 +83,29 @@ def show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview)
     write_hits(hits, pick_mode(json_out, jsonl, null, sys.stdout.isatty()))
 
 
-def write_page(lib, title: str, html: str | None, open_page: bool, **content) -> None:
-    """Write an HTML gallery (to `html`, or a page under the library) and print its path."""
+def write_page(
+    lib, title: str, html: str | None, open_page: bool, standalone: bool = False, **content
+) -> None:
+    """Write an HTML gallery (to `html`, or a page under the library) and print its path;
+    a standalone page carries its thumbnails and says its size on stderr."""
+    from ..errors import warn
     from ..output.gallery import write_gallery
+    from ..output.summary import _bytes
 
     out = Path(html).expanduser() if html else lib.layout.galleries / f"{_slug(title)}.html"
+    if html and not out.suffix:
+        out = out.with_name(out.name + ".html")
     out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     page = write_gallery(
         content.get("hits", []),
         out,
         title=title,
-        thumbs=lib.thumbnails(),
+        thumbs=lib.thumbnails(sharp=standalone),
         groups=content.get("groups"),
+        inline=standalone,
     )
+    if standalone:
+        warn(f"wrote a standalone page of {_bytes(page.stat().st_size)} (thumbnails inside)")
     sys.stdout.buffer.write(os.fsencode(str(page.absolute())) + b"\n")
     sys.stdout.flush()
     if open_page:

@@ -15,6 +15,7 @@ from .options import (
     BeforeOpt,
     CameraOpt,
     DeviceOpt,
+    GalleryOpt,
     HtmlOpt,
     JsonlOpt,
     JsonOpt,
@@ -26,10 +27,11 @@ from .options import (
     OpenOpt,
     PreviewOpt,
     SortOpt,
+    StandaloneOpt,
     TopOpt,
     WithinOpt,
 )
-from .output import check_outputs, check_ready, open_library, show_hits
+from .output import check_outputs, check_ready, gallery_target, open_library, show_hits
 
 
 def query(
@@ -62,6 +64,8 @@ def query(
     jsonl: JsonlOpt = False,
     null: NullOpt = False,
     html: HtmlOpt = None,
+    gallery: GalleryOpt = False,
+    standalone: StandaloneOpt = False,
     open_page: OpenOpt = False,
     preview: PreviewOpt = False,
     device: DeviceOpt = "auto",
@@ -73,6 +77,7 @@ def query(
 
     Example: clipsearch query "dog on a beach" --after 2023 -n 20
     """
+    html = gallery_target(html, gallery, standalone)
     check_outputs(json_out, jsonl, null, html, preview)
     filters = _filters(after, before, near, km, camera, sort)
     options = dict(top=top, min_score=min_score, within=within, exact=exact, sort=sort)
@@ -83,12 +88,13 @@ def query(
         check_ready(lib, within)
         if terms == ["-"]:
             outputs = dict(json_out=json_out, jsonl=jsonl, null=null, html=html)
+            outputs["standalone"] = standalone
             found = _batch_queries(lib, {**options, "add": add or [], "sub": sub or []}, outputs)
         else:
             hits = lib.search(*(terms or []), add=add or [], sub=sub or [], **options)
             words = [*(terms or []), *(f"+{a}" for a in add or []), *(f"-{x}" for x in sub or [])]
             title = " ".join(words) or _describe(filters)
-            show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview)
+            show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview, standalone)
             found = bool(hits)
     if not found:
         if filters.active:
@@ -154,7 +160,7 @@ def _batch_queries(lib, options: dict, outputs: dict) -> bool:
     elif outputs["jsonl"]:
         write_json_lines([{"query": q, **hit_record(h)} for q, hits in answers for h in hits])
     elif outputs["html"] is not None:
-        _batch_pages(lib, answers, outputs["html"])
+        _batch_pages(lib, answers, outputs["html"], outputs["standalone"])
     else:
         mode = pick_mode(False, False, outputs["null"], sys.stdout.isatty())
         for n, (_, hits) in enumerate(answers):
@@ -166,7 +172,7 @@ def _batch_queries(lib, options: dict, outputs: dict) -> bool:
     return any(hits for _, hits in answers)
 
 
-def _batch_pages(lib, answers: list, html: str) -> None:
+def _batch_pages(lib, answers: list, html: str, standalone: bool) -> None:
     """A gallery per query line: FILE-1.html, FILE-2.html... (or pages in the library)."""
     from .output import write_page
 
@@ -175,7 +181,7 @@ def _batch_pages(lib, answers: list, html: str) -> None:
         if html:
             stem, ext = os.path.splitext(html)
             target = f"{stem}-{n}{ext or '.html'}"
-        write_page(lib, text, target, False, hits=hits)
+        write_page(lib, text, target, False, standalone, hits=hits)
 
 
 def similar(
@@ -193,6 +199,8 @@ def similar(
     jsonl: JsonlOpt = False,
     null: NullOpt = False,
     html: HtmlOpt = None,
+    gallery: GalleryOpt = False,
+    standalone: StandaloneOpt = False,
     open_page: OpenOpt = False,
     preview: PreviewOpt = False,
     device: DeviceOpt = "auto",
@@ -202,6 +210,7 @@ def similar(
 
     Example: clipsearch similar ~/Photos/IMG_0042.jpg -n 5
     """
+    html = gallery_target(html, gallery, standalone)
     check_outputs(json_out, jsonl, null, html, preview)
     filters = _filters(after, before, near, km, camera, sort)
     with open_library(library, device=device) as lib:
@@ -209,6 +218,7 @@ def similar(
         hits = lib.similar(
             str(image), top=top, min_score=min_score, within=within, sort=sort, filters=filters
         )
-        show_hits(lib, hits, f"like {image.name}", json_out, jsonl, null, html, open_page, preview)
+        title = f"like {image.name}"
+        show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview, standalone)
     if not hits:
         raise typer.Exit(EXIT_NONE)

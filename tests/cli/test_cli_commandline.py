@@ -140,3 +140,24 @@ def test_query_stdin_applies_every_option_and_survives_a_bad_line(
     page = tmp_path / "g.html"
     assert run_cli("query", "-", "--html", str(page), input=b"a photo\nred car\n").returncode == 0
     assert (tmp_path / "g-1.html").is_file() and (tmp_path / "g-2.html").is_file()
+
+
+def test_the_gallery_options_have_one_meaning_each(
+    home: Path, photos: Path, tiny_checkpoint, tmp_path: Path, monkeypatch
+) -> None:
+    model = ("--model", TINY, "--pretrained", str(tiny_checkpoint))
+    assert run_cli("index", str(photos), *model).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    for given, written in (("mygallery", "mygallery.html"), ("./g2", "g2.html")):
+        done = run_cli("query", "a photo", "--html", given, "-n", "2")
+        assert done.returncode == 0, done.stderr
+        page = (tmp_path / written).read_text()
+        assert page.count('class="hit"') == 2 and "<h1>a photo</h1>" in page
+    done = run_cli("query", "a photo", "--gallery", "--standalone", "-n", "3")
+    assert done.returncode == 0, done.stderr
+    page = Path(done.stdout.decode().strip())
+    assert page.parent == home / "galleries"
+    text = page.read_text()
+    assert text.count('src="data:image/jpeg;base64,') == 3 and 'src="file:' not in text
+    assert "standalone page of" in done.stderr.decode()
+    _one_line(run_cli("query", "a photo", "--standalone"), "--standalone")
