@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 PHOTOS ?= ~/Photos
 QUERY ?= dog on a beach
+# A new library's model: `make run PRETRAINED=~/weights/open_clip_model.safetensors` works
+# offline (see README, Models); empty means clipsearch's defaults.
+MODEL ?=
+PRETRAINED ?=
+INSTALLED := $(VENV)/.installed
 
 .PHONY: install run test lint clean
 
@@ -11,13 +16,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The product (HEIC/AVIF and camera RAW support included).
-install: $(BIN)/python
+# The product (HEIC/AVIF and camera RAW support included), installed again only when
+# pyproject.toml changes (an editable install picks up code changes by itself).
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	touch $@
 
 # Index a folder, then ask it something: make run PHOTOS=~/Pictures QUERY="red car"
-run: install
-	$(BIN)/clipsearch index $(PHOTOS)
+run: $(INSTALLED)
+	$(BIN)/clipsearch index $(PHOTOS) $(if $(MODEL),--model "$(MODEL)") \
+		$(if $(PRETRAINED),--pretrained "$(PRETRAINED)")
 	$(BIN)/clipsearch query "$(QUERY)"
 
 # The whole suite (slow and fault-injection tests included) plus the linter.

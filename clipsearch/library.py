@@ -68,7 +68,7 @@ class Library:
         batch_size: int | None = None,
         create: bool = False,
     ) -> Library:
-        store = Store.open(Path(directory) if directory else default_home(), create=create)
+        store = Store.open(_library_dir(directory), create=create)
         try:
             spec = choose_model(store.model_spec(), model, pretrained)
         except ClipsearchError:
@@ -87,9 +87,7 @@ class Library:
         method, because a damaged library may not open."""
         from .storage.repair import repair_library
 
-        return repair_library(
-            Path(directory) if directory else default_home(), wait=wait, on_wait=on_wait
-        )
+        return repair_library(_library_dir(directory), wait=wait, on_wait=on_wait)
 
     def close(self) -> None:
         self.store.close()
@@ -175,7 +173,7 @@ class Library:
         into /proc, /sys or /dev); the library's own folder is never indexed."""
         from .indexing import scan as scanner
         from .indexing.metadata import DATE_FALLBACKS
-        from .indexing.run import run_index
+        from .indexing.run import note_stage, run_index
 
         if date_fallback not in DATE_FALLBACKS:
             raise ClipsearchError(f"--date-fallback takes none or mtime, not {date_fallback!r}")
@@ -189,6 +187,7 @@ class Library:
             scanner.check_excludes(new["exclude"])
         roots = self._targets(paths)
         with self.store.saving(), write_lock(self.directory, wait=wait, on_wait=on_wait):
+            note_stage(progress, "looking for new and changed photos")
             self._check_model_unchanged()
             offline = self.offline_roots(roots)
             online = scanner.outermost(r for r in roots if r not in offline)
@@ -392,8 +391,10 @@ class Library:
         camera: str | None = None,
         sort: str = "score",
         filters: Filters | None = None,
+        as_text: bool = False,
     ) -> list[Hit]:
-        """Best matches for the combined query terms, best first.
+        """Best matches for the combined query terms, best first (as_text: every term is
+        text, even one naming an image file; the rules are in search/terms.py).
 
         `vectors` are extra (weight, unit vector) terms, e.g. from `embed_image_data`; with
         them the text and path terms may be left out.
@@ -410,7 +411,8 @@ class Library:
             if min_score is not None:
                 raise ClipsearchError("--min-score needs query terms to score against")
             return self.listing(filters, top=top, within=within, newest_first=sort == "-date")
-        parsed = parse_terms(terms, add, sub) if terms or add or sub or not vectors else []
+        wanted = terms or add or sub or not vectors
+        parsed = parse_terms(terms, add, sub, as_text=as_text) if wanted else []
         if self.store.is_empty():
             return []
         vector = combine(parsed, self.embed_term, vectors)
@@ -476,11 +478,20 @@ class Library:
         if not len(found_ids):
             return []
         paths = self.store.paths_for(found_ids)
-        return find_groups(vectors, [paths[int(i)] for i in found_ids], threshold)
+        groups = find_groups(vectors, [paths[int(i)] for i in found_ids], threshold)
+        details = self.details([p for g in groups for p in g.paths]) if groups else {}
+        for group in groups:
+            group.members = [_member(p, details.get(p, photometa.NO_DETAILS)) for p in group.paths]
+            group.keeper = _keeper(group.members)
+        return groups
 
-    def thumbnails(self) -> ThumbnailCache:
-        from .photos.thumbnails import ThumbnailCache
+    def thumbnails(self, *, sharp: bool = False) -> ThumbnailCache:
+        """The thumbnail cache; sharp: twice the usual side, for pages that carry their
+        thumbnails (a 200-pixel card at 2x density)."""
+        from .photos.thumbnails import THUMB_SIDE, ThumbnailCache
 
+        if sharp:
+            return ThumbnailCache(self.store.layout.thumbnails / "2x", side=2 * THUMB_SIDE)
         return ThumbnailCache(self.store.layout.thumbnails)
 
     def search_vector(
@@ -697,6 +708,41 @@ def _cosines(scores: np.ndarray, ids: np.ndarray) -> bool:
     rounding).  A damaged vector file gives others (7.4e22 was seen) and must not rank."""
     found = scores[ids >= 0]
     return bool(np.all(np.isfinite(found)) and np.all(np.abs(found) <= 1 + _COSINE_SLACK))
+
+
+def _library_dir(directory: os.PathLike | str | None) -> Path:
+    """The folder named (`~` expanded, as a shell would have), else the default one."""
+    return Path(directory).expanduser() if directory else default_home()
+
+
+def _member(path: str, d: PhotoDetails) -> dict:
+    """What a person weighs to pick one copy: resolution, size on disk, format, date."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = None
+    fmt = os.path.splitext(path)[1].lstrip(".").upper() or None
+    return {
+        "path": path,
+        "width": d.width,
+        "height": d.height,
+        "bytes": size,
+        "format": fmt,
+        "taken": d.taken,
+    }
+
+
+def _keeper(members: list[dict]) -> int:
+    """results.KEEPER_RULE: most pixels, then largest file, then earliest date, then the
+    shortest path (the copy least buried in folders)."""
+
+    def rank(k: int) -> tuple:
+        m = members[k]
+        pixels = (m["width"] or 0) * (m["height"] or 0)
+        taken = m["taken"][:19] if m["taken"] else "9999"
+        return (-pixels, -(m["bytes"] or 0), taken, len(m["path"]), m["path"])
+
+    return min(range(len(members)), key=rank)
 
 
 def _check_options(top: int, min_score: float | None, within) -> None:

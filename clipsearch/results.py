@@ -44,11 +44,19 @@ class PhotoDetails:
 
 @dataclass
 class DupeGroup:
-    """Photos that look alike: `pairs` are (i, j, cosine) indices into `paths`, i < j."""
+    """Photos that look alike: `pairs` are (i, j, cosine) indices into `paths`, i < j.
+
+    `members` (parallel to `paths`) say what decides which copy to keep: width, height,
+    bytes, format, taken; `keeper` is the index of the suggested one (see KEEPER_RULE)."""
 
     paths: list[str]
     pairs: list[tuple[int, int, float]]
     best: float
+    members: list[dict] = field(default_factory=list)
+    keeper: int | None = None
+
+
+KEEPER_RULE = "keep: most pixels, then largest file, then earliest date, then shortest path"
 
 
 @dataclass
@@ -61,6 +69,7 @@ class IndexReport:
     removed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    embed_seconds: float = 0.0  # of `seconds`, the time spent embedding (img/s counts this)
     videos: int = 0
     raw_paired: int = 0
     missing_extras: dict[str, int] = field(default_factory=dict)
@@ -82,6 +91,7 @@ class IndexReport:
             "removed": self.removed,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "embed_seconds": round(self.embed_seconds, 3),
             "videos": self.videos,
             "raw_paired": self.raw_paired,
             "missing_extras": self.missing_extras,

@@ -49,7 +49,10 @@ def bench_index(
     json_out: JsonOpt = False,
 ) -> None:
     """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity;
-    with --ray, a Ray run's speed and the driver's commit rate."""
+    with --ray, a Ray run's speed and the driver's commit rate.
+
+    Example: clipsearch bench index --synthetic 200 --megapixels 12 --json
+    """
     from ..bench.index import print_table, run
     from .index import ray_options_for
 
@@ -91,7 +94,10 @@ def bench_query(
     workdir: Annotated[Path | None, typer.Option(help="Build the library here")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search speed and recall in memory, and Enter-to-exit time of real `query` processes."""
+    """Search speed and recall in memory, and Enter-to-exit time of real `query` processes.
+
+    Example: clipsearch bench query --vectors 100000 --json
+    """
     from ..bench.query import run
 
     result = run(vectors, model=model, cold_runs=cold_runs, workdir=workdir)
@@ -112,7 +118,10 @@ def bench_serve(
     workdir: Annotated[Path | None, typer.Option(help="Build the library here")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Query time of a running `clipsearch serve` over HTTP (needs clipsearch[serve])."""
+    """Query time of a running `clipsearch serve` over HTTP (needs clipsearch[serve]).
+
+    Example: clipsearch bench serve --vectors 100000 --json
+    """
     from ..bench.serve import run
     from ..web.server import require_web_libraries
 

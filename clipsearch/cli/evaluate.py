@@ -35,7 +35,10 @@ def evaluate(
     library: LibraryOpt = None,
 ) -> None:
     """Recall@1/5/10 and median rank, text→image and image→text, of the library's model on a
-    captioned set: measure candidate models on your own photos (one --library per model)."""
+    captioned set: measure candidate models on your own photos (one --library per model).
+
+    Example: clipsearch eval captions.csv --images ~/eval-photos --library /tmp/eval-b32
+    """
     lib = open_library(library, model=model, pretrained=pretrained, device=device, create=True)
     with lib:
         report = lib.evaluate(captions, images)

@@ -99,7 +99,10 @@ def index(
     json_out: JsonOpt = False,
     library: LibraryOpt = None,
 ) -> None:
-    """Embed new and changed photos under PATHS; later runs only touch what changed."""
+    """Embed new and changed photos under PATHS; later runs only touch what changed.
+
+    Example: clipsearch index ~/Photos --exclude 'Screenshots/'
+    """
     from ..output.summary import human_summary
 
     ray_options = ray_options_for(ray, workers, ray_ship_files)
@@ -128,8 +131,9 @@ def index(
             ray=ray_options,
             follow_links=follow_links,
         )
-    for path, reason in report.new_problems:
-        warn(f"skipped {path}: {reason}")  # warn escapes the whole line
+    if progress is None:  # on a terminal each was shown as it happened, above the bar
+        for path, reason in report.new_problems:
+            warn(f"skipped {path}: {reason}")  # warn escapes the whole line
     if json_out:
         print_json(report.as_dict())
     else:
@@ -171,13 +175,19 @@ def _rate_column():
 
     class RateColumn(ProgressColumn):
         def render(self, task) -> Text:
-            return Text(f"{task.speed or 0:5.1f} img/s")
+            if task.total is None:
+                return Text("")
+            return Text(f"{task.speed or 0:5.1f} img/s, skipped {task.fields['skipped']}")
 
     return RateColumn()
 
 
 class _progress:
-    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise.
+
+    It shows from the first second what the run is doing (looking for photos, loading the
+    model: 10-14 s on a first run), then the bar with elapsed time, img/s and the skipped
+    count; each skipped file's reason is printed above the bar as it happens."""
 
     def __enter__(self):
         if not sys.stderr.isatty():
@@ -186,27 +196,44 @@ class _progress:
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            SpinnerColumn,
             TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         self.bar = Progress(
-            TextColumn("embedding"),
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             _rate_column(),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=_stderr_console(),
             transient=True,
         )
         self.bar.start()
-        self.task = None
-        return self.update
+        self.task = self.bar.add_task("starting", total=None, skipped=0)
+        self.count = 0
+        return self
 
-    def update(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task("embedding", total=total)
-        self.bar.update(self.task, completed=done)
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update(self.task, description="embedding", total=total, completed=done)
+
+    def stage(self, text: str) -> None:
+        self.bar.update(self.task, description=text)
+
+    def skipped(self, path: str, reason: str) -> None:
+        from ..output.text import safe_for_terminal
+
+        self.count += 1
+        self.bar.update(self.task, skipped=self.count)
+        self.bar.console.print(
+            "clipsearch: " + safe_for_terminal(f"skipped {path}: {reason}"),
+            markup=False,
+            highlight=False,
+        )
 
     def __exit__(self, *exc: object) -> None:
         if hasattr(self, "bar"):
@@ -214,6 +241,6 @@ class _progress:
 
 
 def _stderr_console():
-    from rich.console import Console
+    from ..output.text import console
 
-    return Console(stderr=True)
+    return console(stderr=True)

@@ -20,7 +20,10 @@ def status(
     json_out: JsonOpt = False,
     library: LibraryOpt = None,
 ) -> None:
-    """Show the library: roots, image count, model, size on disk, last update."""
+    """Show the library: roots, image count, model, size on disk, last update.
+
+    Example: clipsearch status --errors
+    """
     from ..output.summary import print_errors, print_status
 
     with open_library(library) as lib:
@@ -38,7 +41,10 @@ def forget(
     no_wait: NoWaitOpt = False,
     library: LibraryOpt = None,
 ) -> None:
-    """Drop a root folder and every photo indexed under it."""
+    """Drop a root folder and every photo indexed under it.
+
+    Example: clipsearch forget /mnt/old-disk/Photos
+    """
     with open_library(library) as lib:
         removed = lib.forget(directory, wait=not no_wait, on_wait=warn)
     shown = safe_for_terminal(str(directory))
@@ -71,7 +77,10 @@ def purge(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
 
 
 def repair(no_wait: NoWaitOpt = False, library: LibraryOpt = None) -> None:
-    """Check the library and fix what is damaged: salvage the database, rebuild the index."""
+    """Check the library and fix what is damaged: salvage the database, rebuild the index.
+
+    Example: clipsearch repair
+    """
     from ..library import Library
 
     for line in Library.repair(library, wait=not no_wait, on_wait=warn):

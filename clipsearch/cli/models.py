@@ -10,7 +10,10 @@ from .output import print_json
 
 def models(json_out: JsonOpt = False) -> None:
     """Recommended models: languages, vector size, download, speed here, published recall.
-    Use one with `clipsearch index DIR --model NAME --pretrained TAG`."""
+    Use one with `clipsearch index DIR --model NAME --pretrained TAG`.
+
+    Example: clipsearch models --json
+    """
     from ..model.catalog import entries
 
     rows = [e.as_dict() for e in entries()]

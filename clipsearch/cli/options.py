@@ -16,7 +16,13 @@ LibraryOpt = Annotated[
         show_default=False,
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto, cpu, cuda or mps (queries: auto and cpu use the fast CPU export, "
+        "cuda or mps the model on that device)"
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 NoWaitOpt = Annotated[
     bool, typer.Option("--no-wait", help="Fail at once if another process is writing")
@@ -25,8 +31,21 @@ HtmlOpt = Annotated[
     str | None,
     typer.Option(
         "--html",
-        help="Write an HTML gallery (to FILE.html, or a page in the library) and print its path",
+        metavar="FILE",
+        help="Write an HTML gallery to FILE (.html added if missing) and print its path",
         show_default=False,
+    ),
+]
+GalleryOpt = Annotated[
+    bool,
+    typer.Option("--gallery", help="Write an HTML gallery page inside the library, print its path"),
+]
+StandaloneOpt = Annotated[
+    bool,
+    typer.Option(
+        "--standalone",
+        help="Put the gallery's thumbnails inside the page (2x density), so it can be sent "
+        "or served; prints its size",
     ),
 ]
 OpenOpt = Annotated[bool, typer.Option("--open", help="Open the HTML gallery in the browser")]

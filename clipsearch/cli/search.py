@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from .options import (
     BeforeOpt,
     CameraOpt,
     DeviceOpt,
+    GalleryOpt,
     HtmlOpt,
     JsonlOpt,
     JsonOpt,
@@ -25,10 +27,11 @@ from .options import (
     OpenOpt,
     PreviewOpt,
     SortOpt,
+    StandaloneOpt,
     TopOpt,
     WithinOpt,
 )
-from .output import open_library, show_hits
+from .output import check_outputs, check_ready, gallery_target, open_library, show_hits
 
 
 def query(
@@ -48,6 +51,9 @@ def query(
     exact: Annotated[
         bool, typer.Option("--exact", help="Exact search even in a large library")
     ] = False,
+    as_text: Annotated[
+        bool, typer.Option("--text", help="Read every term as text, even an image file's name")
+    ] = False,
     after: AfterOpt = None,
     before: BeforeOpt = None,
     near: NearOpt = None,
@@ -58,6 +64,8 @@ def query(
     jsonl: JsonlOpt = False,
     null: NullOpt = False,
     html: HtmlOpt = None,
+    gallery: GalleryOpt = False,
+    standalone: StandaloneOpt = False,
     open_page: OpenOpt = False,
     preview: PreviewOpt = False,
     device: DeviceOpt = "auto",
@@ -65,18 +73,28 @@ def query(
 ) -> None:
     """Print the photos best matching the query, best first.
 
-    With --after/--before/--near/--camera and no terms: the matching photos, by date."""
+    With --after/--before/--near/--camera and no terms: the matching photos, by date.
+
+    Example: clipsearch query "dog on a beach" --after 2023 -n 20
+    """
+    html = gallery_target(html, gallery, standalone)
+    check_outputs(json_out, jsonl, null, html, preview)
     filters = _filters(after, before, near, km, camera, sort)
     options = dict(top=top, min_score=min_score, within=within, exact=exact, sort=sort)
     options["filters"] = filters
+    if as_text:
+        options["as_text"] = True
     with open_library(library, device=device) as lib:
+        check_ready(lib, within)
         if terms == ["-"]:
-            found = _batch_queries(lib, options, json_out, jsonl)
+            outputs = dict(json_out=json_out, jsonl=jsonl, null=null, html=html)
+            outputs["standalone"] = standalone
+            found = _batch_queries(lib, {**options, "add": add or [], "sub": sub or []}, outputs)
         else:
             hits = lib.search(*(terms or []), add=add or [], sub=sub or [], **options)
             words = [*(terms or []), *(f"+{a}" for a in add or []), *(f"-{x}" for x in sub or [])]
             title = " ".join(words) or _describe(filters)
-            show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview)
+            show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview, standalone)
             found = bool(hits)
     if not found:
         if filters.active:
@@ -118,28 +136,52 @@ def _describe(filters) -> str:
     return " ".join(parts)
 
 
-def _batch_queries(lib, options: dict, json_out: bool, jsonl: bool) -> bool:
-    """`query -`: one query per line on stdin, the model loaded once for all of them."""
-    from ..output.text import hit_record, pick_mode, write_hits, write_json
+def _batch_queries(lib, options: dict, outputs: dict) -> bool:
+    """`query -`: one query per line on stdin, the model loaded once for all of them.
 
-    answers = []
-    for line in sys.stdin:
+    Every option applies to every line (--add/--sub, -0, --html...).  A line that fails is
+    reported on stderr with its number and the others are still answered; the exit status
+    is then 2, so a script knows some failed."""
+    from ..errors import EXIT_ERROR, ClipsearchError
+    from ..output.text import hit_record, pick_mode, write_hits, write_json, write_json_lines
+
+    answers, failed = [], 0
+    for number, line in enumerate(sys.stdin, 1):
         text = line.rstrip("\n")
-        if text.strip():
+        if not text.strip():
+            continue
+        try:
             answers.append((text, lib.search(text, **options)))
-    if json_out:
+        except ClipsearchError as exc:
+            warn(f"line {number}: {exc}")
+            failed += 1
+    if outputs["json_out"]:
         write_json([{"query": q, "results": [hit_record(h) for h in hits]} for q, hits in answers])
-    elif jsonl:
-        from ..output.text import write_json_lines
-
+    elif outputs["jsonl"]:
         write_json_lines([{"query": q, **hit_record(h)} for q, hits in answers for h in hits])
+    elif outputs["html"] is not None:
+        _batch_pages(lib, answers, outputs["html"], outputs["standalone"])
     else:
-        mode = pick_mode(False, False, False, sys.stdout.isatty())
+        mode = pick_mode(False, False, outputs["null"], sys.stdout.isatty())
         for n, (_, hits) in enumerate(answers):
-            if n:
+            if n and mode != "null":
                 sys.stdout.buffer.write(b"\n")
             write_hits(hits, mode)
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
     return any(hits for _, hits in answers)
+
+
+def _batch_pages(lib, answers: list, html: str, standalone: bool) -> None:
+    """A gallery per query line: FILE-1.html, FILE-2.html... (or pages in the library)."""
+    from .output import write_page
+
+    for n, (text, hits) in enumerate(answers, 1):
+        target = html
+        if html:
+            stem, ext = os.path.splitext(html)
+            target = f"{stem}-{n}{ext or '.html'}"
+        write_page(lib, text, target, False, standalone, hits=hits)
 
 
 def similar(
@@ -157,17 +199,26 @@ def similar(
     jsonl: JsonlOpt = False,
     null: NullOpt = False,
     html: HtmlOpt = None,
+    gallery: GalleryOpt = False,
+    standalone: StandaloneOpt = False,
     open_page: OpenOpt = False,
     preview: PreviewOpt = False,
     device: DeviceOpt = "auto",
     library: LibraryOpt = None,
 ) -> None:
-    """Print the photos that look most like IMAGE (the image itself left out)."""
+    """Print the photos that look most like IMAGE (the image itself left out).
+
+    Example: clipsearch similar ~/Photos/IMG_0042.jpg -n 5
+    """
+    html = gallery_target(html, gallery, standalone)
+    check_outputs(json_out, jsonl, null, html, preview)
     filters = _filters(after, before, near, km, camera, sort)
     with open_library(library, device=device) as lib:
+        check_ready(lib, within)
         hits = lib.similar(
             str(image), top=top, min_score=min_score, within=within, sort=sort, filters=filters
         )
-        show_hits(lib, hits, f"like {image.name}", json_out, jsonl, null, html, open_page, preview)
+        title = f"like {image.name}"
+        show_hits(lib, hits, title, json_out, jsonl, null, html, open_page, preview, standalone)
     if not hits:
         raise typer.Exit(EXIT_NONE)

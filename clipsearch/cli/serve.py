@@ -21,7 +21,10 @@ def serve(
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser")] = False,
     library: LibraryOpt = None,
 ) -> None:
-    """Search and browse the library in your browser (a local web app; needs clipsearch[serve])."""
+    """Search and browse the library in your browser (a local web app; needs clipsearch[serve]).
+
+    Example: clipsearch serve --port 8765
+    """
     from ..web.server import serve as run_server
 
     run_server(library, host=host, port=port, open_browser=not no_open, warn=warn)

@@ -53,8 +53,8 @@ class Encoders:
         """The encoder for `task` (TEXT, IMAGE or INDEX)."""
         if task not in TASKS:
             raise ValueError(f"unknown encoder task {task!r}")
-        if self._torch is not None or task == INDEX:
-            return self.torch()
+        if self._torch is not None or task == INDEX or self.device not in ("auto", "cpu"):
+            return self.torch()  # an accelerator named on purpose runs the torch towers
         if task not in self._fast:
             self._fast[task] = _load_exported(task, self.exports)
         return self._fast[task] or self.torch()

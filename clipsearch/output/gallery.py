@@ -51,14 +51,19 @@ def write_gallery(
     title: str,
     thumbs: ThumbnailCache,
     groups: Sequence[DupeGroup] | None = None,
+    inline: bool = False,
 ) -> Path:
-    """Write the page to `out`: a grid of `hits`, then one row per duplicate group, if any."""
+    """Write the page to `out`: a grid of `hits`, then one row per duplicate group, if any.
+    inline: thumbnails go inside the page as data: URIs, so it works sent by mail or served
+    over HTTP, where file: links to the library's thumbnails break."""
     sections = []
     if hits:
-        cards = "".join(_card(h.path, _label(h), thumbs, _when_where(h)) for h in hits)
+        cards = "".join(
+            _card(h.path, _label(h), thumbs, _when_where(h), inline=inline) for h in hits
+        )
         sections.append(f'<main class="grid">{cards}</main>')
     if groups:
-        sections.extend(_group_section(k, g, thumbs) for k, g in enumerate(groups, start=1))
+        sections.extend(_group_section(k, g, thumbs, inline) for k, g in enumerate(groups, start=1))
     page = _page(title, _summary(hits, groups), "\n".join(sections))
     try:
         out.write_text(page, encoding="utf-8")
@@ -85,14 +90,16 @@ def _summary(hits: Sequence[Hit], groups: Sequence[DupeGroup] | None) -> str:
     return " · ".join(parts)
 
 
-def _group_section(number: int, group: DupeGroup, thumbs: ThumbnailCache) -> str:
+def _group_section(
+    number: int, group: DupeGroup, thumbs: ThumbnailCache, inline: bool = False
+) -> str:
     """One row per group; each card shows its closest match inside the group."""
     closest = [0.0] * len(group.paths)
     for i, j, score in group.pairs:
         closest[i] = max(closest[i], score)
         closest[j] = max(closest[j], score)
     cards = "".join(
-        _card(path, f"{k + 1} · best match {closest[k]:.3f}", thumbs)
+        _card(path, f"{k + 1} · best match {closest[k]:.3f}", thumbs, inline=inline)
         for k, path in enumerate(group.paths)
     )
     pairs = "".join(f"<li>{i + 1} ↔ {j + 1}: {score:.3f}</li>" for i, j, score in group.pairs)
@@ -113,13 +120,17 @@ def _when_where(hit: Hit) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def _card(path: str, label: str, thumbs: ThumbnailCache, when_where: str = "") -> str:
-    """A figure linking to the original; the thumbnail is a file so the page stays small."""
+def _card(
+    path: str, label: str, thumbs: ThumbnailCache, when_where: str = "", *, inline=False
+) -> str:
+    """A figure linking to the original; the thumbnail is a file so the page stays small,
+    or inside the page (`inline`) so it can travel."""
     name = _text(Path(path).name)
     thumb = thumbs.get(path)
+    source = _inline(thumb) if inline and thumb is not None else thumb and thumb.as_uri()
     picture = (
-        f'<img loading="lazy" src="{_attr(thumb.as_uri())}" alt="{name}">'
-        if thumb is not None
+        f'<img loading="lazy" src="{_attr(source)}" alt="{name}">'
+        if source
         else '<div class="placeholder">no preview</div>'
     )
     when = f'<span class="when">{_text(when_where)}</span>' if when_where else ""
@@ -128,6 +139,15 @@ def _card(path: str, label: str, thumbs: ThumbnailCache, when_where: str = "") -
         f'{picture}</a><figcaption><span class="score">{_text(label)}</span>{when}'
         f'<span class="path">{_text(path)}</span></figcaption></figure>'
     )
+
+
+def _inline(thumb: Path) -> str | None:
+    import base64
+
+    try:
+        return "data:image/jpeg;base64," + base64.b64encode(thumb.read_bytes()).decode()
+    except OSError:
+        return None
 
 
 def _text(value: str) -> str:

@@ -6,11 +6,12 @@ import sys
 
 from ..indexing.settings import describe
 from ..results import IndexReport
-from .text import safe_for_terminal
+from .text import console, safe_for_terminal
 
 
 def human_summary(report: IndexReport) -> str:
-    rate = report.indexed / report.seconds if report.seconds > 0 else 0.0
+    spent = report.embed_seconds or report.seconds  # img/s: embedding, not model loading
+    rate = report.indexed / spent if spent > 0 else 0.0
     parts = [
         f"indexed {report.indexed}",
         f"unchanged {report.unchanged}",
@@ -72,7 +73,6 @@ def _kind(extra: str) -> str:
 
 
 def print_status(status: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -99,7 +99,7 @@ def print_status(status: dict) -> None:
     for key, value in rows:
         # Text, never a str: rich would read `[old] photos` or `a[/b]` in a path as markup.
         table.add_row(key, Text(safe_for_terminal(value)))
-    Console().print(table)
+    console().print(table)
 
 
 _STATUS_KEYS = ("library", "images", "model", "pretrained", "dim", "index_type", "errors")

@@ -18,6 +18,15 @@ from ..results import Hit
 __all__ = ["safe_for_terminal"]  # kept here too, where the other printing lives
 
 
+def console(stderr: bool = False):
+    """A Rich console that honours NO_COLOR fully: no colour, and no bold or dim either
+    (Rich's own NO_COLOR support drops colours only)."""
+    from rich.console import Console
+
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, color_system=None if plain else "auto")
+
+
 def pick_mode(json_out: bool, jsonl: bool, null: bool, is_tty: bool) -> str:
     if json_out:
         return "json"
@@ -67,7 +76,6 @@ def write_hits(hits: Sequence[Hit], mode: str, out: BinaryIO | None = None) -> N
 
 
 def _table(hits: Sequence[Hit]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -80,19 +88,36 @@ def _table(hits: Sequence[Hit]) -> None:
         path = Text(safe_for_terminal(hit.path))
         style = None if hit.available else "dim"  # its root is offline
         table.add_row(str(hit.rank), score_text(hit), date_text(hit), path, style=style)
-    Console().print(table)
+    console().print(table)
 
 
 def group_record(group) -> dict:
-    """A duplicate group as JSON: its paths and the scores of the pairs inside it."""
+    """A duplicate group as JSON: its paths, the scores of the pairs inside it, each photo's
+    resolution, size, format and date, and the suggested keeper (results.KEEPER_RULE)."""
+    keeper = group.paths[group.keeper] if group.keeper is not None else None
     return {
         "best": round(group.best, 6),
         "paths": group.paths,
+        "keeper": keeper,
+        "photos": [{**m, "keeper": m["path"] == keeper} for m in group.members],
         "pairs": [
             {"a": group.paths[i], "b": group.paths[j], "score": round(score, 6)}
             for i, j, score in group.pairs
         ],
     }
+
+
+def write_others(groups: Sequence, mode: str, out: BinaryIO | None = None) -> None:
+    """Every path but each group's keeper (`dupes --others -0 | xargs -0 trash`): plain,
+    NUL-separated or a JSON array."""
+    out = out or sys.stdout.buffer
+    others = [p for g in groups for k, p in enumerate(g.paths) if k != g.keeper]
+    if mode in ("json", "jsonl"):
+        write_json(others, out)
+        return
+    end = b"\0" if mode == "null" else b"\n"
+    out.write(b"".join(os.fsencode(p) + end for p in others))
+    out.flush()
 
 
 def write_groups(groups: Sequence, mode: str, out: BinaryIO | None = None) -> None:
@@ -114,14 +139,33 @@ def write_groups(groups: Sequence, mode: str, out: BinaryIO | None = None) -> No
 
 
 def _group_tables(groups: Sequence) -> None:
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console()
+    from ..results import KEEPER_RULE
+
+    out = console()
+    if groups:
+        out.print(Text(f"({KEEPER_RULE})", style="dim"))
     for number, group in enumerate(groups, 1):
-        console.print(Text(f"group {number} · best {group.best:.3f}", style="bold"))
-        for path in group.paths:
-            console.print(Text("  " + safe_for_terminal(path)))
+        out.print(Text(f"group {number} · best {group.best:.3f}", style="bold"))
+        for k, path in enumerate(group.paths):
+            mark = "keep " if k == group.keeper else "     "
+            facts = _member_facts(group.members[k]) if k < len(group.members) else ""
+            out.print(Text(f"  {mark}{facts}  {safe_for_terminal(path)}"))
+
+
+def _member_facts(member: dict) -> str:
+    """'4032×3024  3.1 MiB  JPEG  2023-07-14' (blanks where unknown)."""
+    width, height = member.get("width"), member.get("height")
+    size = member.get("bytes")
+    return "  ".join(
+        [
+            f"{width}×{height}" if width and height else "?×?",
+            f"{size / 2**20:.1f} MiB" if size is not None else "? MiB",
+            member.get("format") or "?",
+            (member.get("taken") or "")[:10] or "no date",
+        ]
+    )
 
 
 def write_json_lines(records: Sequence[dict], out: BinaryIO | None = None) -> None:

@@ -2,6 +2,13 @@
 
 `2:cat`, `--add sunset`, `--sub 0.5:./blurry.jpg`: each term is text or an image file, with a
 weight; the query vector is the weighted sum of the terms' unit vectors, normalised.
+
+The rules, so that nothing is read as what it is not:
+- `W:TERM` is a weight only when W is a number and TERM does not start with a digit:
+  "12:30 on a clock" and "16:9 frame" are text, as is "Note: sunset" (no number before it).
+- A term naming an existing image file is an image, with or without `./` (`IMG_0042.jpg`
+  where it exists), as `similar` takes it; a path-like term (`/`, `./`, `../`, `~`) naming
+  no file is an error.  `as_text` (`query --text`) reads every term as text.
 """
 
 from __future__ import annotations
@@ -31,20 +38,30 @@ class Term:
         return self.text if self.text is not None else f"image {self.image}"
 
 
-def parse_terms(terms: Sequence[str], add: Sequence[str] = (), sub: Sequence[str] = ()) -> list:
+def parse_terms(
+    terms: Sequence[str],
+    add: Sequence[str] = (),
+    sub: Sequence[str] = (),
+    *,
+    as_text: bool = False,
+) -> list:
     """All terms with their signed weights; raises ClipsearchError on anything malformed."""
-    parsed = [parse_term(t) for t in [*terms, *add]]
-    parsed += [_negate(parse_term(t)) for t in sub]
+    parsed = [parse_term(t, as_text=as_text) for t in [*terms, *add]]
+    parsed += [_negate(parse_term(t, as_text=as_text)) for t in sub]
     if not parsed:
         raise ClipsearchError('empty query: give some text or an image path, e.g. "dog on a beach"')
     return parsed
 
 
-def parse_term(raw: str) -> Term:
+def parse_term(raw: str, *, as_text: bool = False) -> Term:
     weight, body = _split_weight(raw)
     if not body.strip():
         raise ClipsearchError(f"empty query term {raw!r}: give some text or an image path")
+    if as_text:
+        return Term(weight, text=body)
     if not body.startswith(_PATH_PREFIXES):
+        if is_image(body) and os.path.isfile(body):  # IMG_0042.jpg, right here
+            return Term(weight, image=os.path.abspath(body))
         return Term(weight, text=body)
     path = os.path.abspath(os.path.expanduser(body))
     if os.path.isfile(path):
@@ -59,11 +76,8 @@ def _split_weight(raw: str) -> tuple[float, str]:
     if not match:
         return 1.0, raw
     prefix, body = match.groups()
-    if not _NUMBER.match(prefix):
-        raise ClipsearchError(
-            f"bad weight {prefix!r} in {raw!r}: write weights as numbers, like 2:cat or "
-            "0.5:./cat.jpg"
-        )
+    if not _NUMBER.match(prefix) or body[:1].isdigit():
+        return 1.0, raw  # "Note: sunset", "12:30 on a clock": text, not a weight
     return float(prefix), body
 
 

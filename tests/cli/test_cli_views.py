@@ -66,7 +66,7 @@ def test_exact_search_matches_default_search(indexed):
 
 
 def test_html_gallery_to_default_and_named_file(indexed, tmp_path, monkeypatch):
-    result = cli("query", "--html", "cat", "-n", "5")
+    result = cli("query", "--gallery", "cat", "-n", "5")
     page = Path(result.stdout.strip())
     assert result.exit_code == 0 and page.is_file() and page.suffix == ".html"
     assert page.read_text().count('class="hit"') == 5
