@@ -369,6 +369,27 @@ def test_disk_full_in_the_database(indexed, home, monkeypatch):
     assert len(query_paths("x")) == 42
 
 
+def test_library_folder_deleted_during_index_stops_without_recreating_it(
+    indexed, home, monkeypatch
+):
+    """It used to exit 0 with "indexed 3", SQLite writing into the unlinked file, and the
+    folder came back (mode 755) without a database."""
+    from clipsearch.indexing import run
+
+    for i in range(3):
+        save_photo(indexed / f"new{i}.jpg", seed=50 + i)
+    real_record = run._record_batch
+
+    def record_then_delete_the_library(store, outcomes, report):
+        real_record(store, outcomes, report)
+        shutil.rmtree(home, ignore_errors=True)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "_record_batch", record_then_delete_the_library)
+        one_error_line(cli("index"), "library database", "was deleted or replaced")
+    assert not home.exists()
+
+
 def test_read_only_library(indexed, home, monkeypatch):
     save_photo(indexed / "new.jpg", seed=50)
     real_connect = sqlite3.connect
