@@ -311,13 +311,18 @@ class Library:
 
     def _refresh_vector_file(self) -> None:
         """Bring the caches (FAISS file, metadata columns) up to the last commit; a no-op
-        when nothing changed."""
-        index, up_to_date = current_index(self.store)
-        if up_to_date:
-            drop_stale_files(self.store)  # a killed run may have saved but not cleaned up
-        else:
-            save_index(self.store, index)
-        metacolumns.refresh(self.store)
+        when nothing changed.  Called after the commit: a full disk here loses nothing, so
+        it is not "could not save the library" (every row is in SQLite, and the next run or
+        query rebuilds the caches from it)."""
+        try:
+            index, up_to_date = current_index(self.store)
+            if up_to_date:
+                drop_stale_files(self.store)  # a killed run may have saved but not cleaned up
+            else:
+                save_index(self.store, index)
+            metacolumns.refresh(self.store)
+        except OSError as exc:
+            raise cache_not_saved(exc, self.directory) from exc
 
     def forget(self, directory: os.PathLike | str, *, wait: bool = True, on_wait=None) -> int:
         """Drop a root folder and everything indexed below it."""
@@ -822,3 +827,13 @@ def _stat_image(path: str) -> os.stat_result:
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+
+
+def cache_not_saved(exc: OSError, directory: Path) -> ClipsearchError:
+    """A failed write of the vector index file, after the database committed."""
+    reason = exc.strerror or str(exc)
+    return ClipsearchError(
+        f"the photos are stored in the library at {directory}, but its vector index file "
+        f"could not be written ({reason}); it will be rebuilt from the database on the next "
+        "run: free some disk space or make the folder writable"
+    )

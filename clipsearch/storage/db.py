@@ -152,6 +152,7 @@ class Store:
         self._vectors_changed = False
         self._roots_changed = False
         self.read_only = False  # opened from a read-only folder or medium: queries only
+        self._identity = _file_identity(self.layout.db)
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = False) -> Store:
@@ -453,6 +454,7 @@ class Store:
         if not self.conn.in_transaction:
             self._vectors_changed = self._roots_changed = False
             return
+        self._check_still_there()
         if self._vectors_changed:
             self.set_meta(generation=self.generation() + 1)
             self._vectors_changed = False
@@ -462,6 +464,19 @@ class Store:
             self._roots_changed = False
             with contextlib.suppress(OSError):  # a copy: the database is what counts
                 self.save_roots_copy()
+
+    def _check_still_there(self) -> None:
+        """Refuse to commit into a database file that was deleted (or replaced) since it
+        was opened: SQLite would keep writing to the unlinked file, and `index` used to
+        report "indexed 100" while the library folder was gone, later recreated without
+        a database.  One stat per commit."""
+        if self._identity is None or _file_identity(self.layout.db) == self._identity:
+            return
+        self.rollback()
+        raise ClipsearchError(
+            f"the library database {self.layout.db} was deleted or replaced while in use; "
+            "nothing more was saved: run the command again to start a new library there"
+        )
 
     def save_roots_copy(self) -> None:
         """Write layout.roots_copy from the committed roots (see Layout.roots_copy)."""
@@ -665,6 +680,15 @@ class _Snapshot:
 
     def __exit__(self, *exc: object) -> None:
         self.conn.execute("COMMIT")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def retain_days() -> float:

@@ -338,7 +338,11 @@ def test_disk_full_while_saving_the_vector_index(indexed, home, monkeypatch):
         save_photo(indexed / f"new{i}.jpg", seed=50 + i)
     with monkeypatch.context() as patch:
         patch.setattr(vectorindex, "save", failing_with(errno.ENOSPC))
-        one_error_line(cli("index"), "No space left on device", "free some disk space")
+        # every row was committed before the save: the message must not say otherwise
+        failed = cli("index")
+        one_error_line(failed, "No space left on device", "free some disk space")
+        one_error_line(failed, "photos are stored", "rebuilt from the database")
+        assert "could not save the library" not in failed.stderr
         assert len(query_paths("x")) == 15  # the database kept the photos; readers cope
     again = cli("index", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 15
@@ -363,6 +367,27 @@ def test_disk_full_in_the_database(indexed, home, monkeypatch):
     assert len(query_paths("x")) >= 12
     assert json.loads(cli("index", "--json").stdout)["indexed"] <= 30
     assert len(query_paths("x")) == 42
+
+
+def test_library_folder_deleted_during_index_stops_without_recreating_it(
+    indexed, home, monkeypatch
+):
+    """It used to exit 0 with "indexed 3", SQLite writing into the unlinked file, and the
+    folder came back (mode 755) without a database."""
+    from clipsearch.indexing import run
+
+    for i in range(3):
+        save_photo(indexed / f"new{i}.jpg", seed=50 + i)
+    real_record = run._record_batch
+
+    def record_then_delete_the_library(store, outcomes, report):
+        real_record(store, outcomes, report)
+        shutil.rmtree(home, ignore_errors=True)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "_record_batch", record_then_delete_the_library)
+        one_error_line(cli("index"), "library database", "was deleted or replaced")
+    assert not home.exists()
 
 
 def test_read_only_library(indexed, home, monkeypatch):
