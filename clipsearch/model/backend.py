@@ -120,7 +120,7 @@ def choose(
     whenever onnxruntime cannot run.
     """
     check_request(backend, precision)
-    if backend != ORT and wants_gpu(device):
+    if backend != ORT and precision != INT8 and wants_gpu(device):
         return Choice(TORCH, FP16 if precision in (AUTO, FP16) else precision, "GPU present")
     if backend == TORCH:
         return Choice(TORCH, FP32 if precision == AUTO else precision, "asked for")
