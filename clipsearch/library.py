@@ -132,17 +132,20 @@ class Library:
     # -- the model ------------------------------------------------------------------------
 
     def _exports(self) -> ExportDirs:
-        """Where this library's model towers are: the user-cache folder the library recorded;
-        else the library's own `text/` and `image/` of versions before the cache, if there;
-        else the cache folder named after the checkpoint's hash (recorded by `_adopt`)."""
+        """Where this library's model towers are: in the user cache, the folder named after the
+        checkpoint's hash (a checkpoint file is re-checked by size and mtime, one stat: weights
+        replaced under the same name must not be served by the old export), else the one the
+        library recorded (a tag, or weights not on disk now); else the library's own `text/`
+        and `image/` of versions before the cache, if there."""
         from .model.exportcache import model_key
 
         cache = UserCache.default()
-        key = self.store.meta("export")
+        recorded = self.store.meta("export")
         layout = self.layout
-        if not key and (layout.text_export.exists() or layout.image_export.exists()):
+        if not recorded and (layout.text_export.exists() or layout.image_export.exists()):
             return ExportDirs(layout.text_export, layout.image_export, None, cache.backend_choices)
-        key = key or model_key(self.spec, cache)
+        key = model_key(self.spec, cache) if self.spec.is_file or not recorded else recorded
+        key = key or recorded
         if key is None:  # the weights are not on disk yet: the library's own folders
             return ExportDirs(layout.text_export, layout.image_export)
         return ExportDirs(
