@@ -111,7 +111,7 @@ class Library:
         )
 
     def close(self) -> None:
-        self.encoders.finish()
+        self.encoders.finish(measure=False)
         self.store.close()
 
     def __enter__(self) -> Library:
@@ -271,10 +271,11 @@ class Library:
                 report.ray = embedder.run.as_dict()
             try:
                 self._refresh_vector_file()
-                self._finish_model()
+                self._finish_model(not report.interrupted, record=embedder is None)
             except KeyboardInterrupt:  # the work is committed; the cache is rebuilt on demand
                 report.interrupted = True
-        report.backend = self.encoders.choice.as_dict() if self.encoders.choice else None
+        choice = self.encoders.choice if embedder is None else None
+        report.backend = choice.as_dict() if choice else None
         return report
 
     def _apply_settings(
@@ -324,11 +325,12 @@ class Library:
         self.encoders.device = "cpu"
         return RayEmbedder(options, self.spec, self.device, self.batch_size, max_pixels)
 
-    def _finish_model(self) -> None:
-        """Wait for a tower export the run started, and note which backend embedded."""
-        self.encoders.finish()
+    def _finish_model(self, measure: bool, record: bool = True) -> None:
+        """Wait for a tower export the run started, and note which backend embedded (not
+        `record`ed when Ray workers embedded: the driver's model only checked and exported)."""
+        self.encoders.finish(measure)
         choice = self.encoders.choice
-        if choice is not None:
+        if choice is not None and record:
             self.store.set_meta(index_backend=f"{choice.label()} ({choice.reason})")
 
     def _known_roots(self) -> list[str]:

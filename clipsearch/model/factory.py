@@ -111,13 +111,14 @@ class Encoders:
         self._torch = self._index = encoder
         self.choice = Choice(TORCH, _precision(encoder), "given")
 
-    def finish(self) -> None:
+    def finish(self, measure: bool = True) -> None:
         """Wait for the export thread; then, on the first run of a model on a CPU that claims
-        fast bf16, measure the engines once (the index is done, so the cores are free)."""
+        fast bf16, measure the engines once (the index is done, so the cores are free; not
+        after an interrupted run, whose user wants out)."""
         if self._exporting is not None:
             self._exporting.join()
             self._exporting = None
-        if self._measure:
+        if self._measure and measure:
             self._measure = False
             exports = self.exports
             measured = backend.measure(self._torch, exports.image)
