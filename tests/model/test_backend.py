@@ -42,9 +42,9 @@ def torch_loads(monkeypatch) -> list[str]:
     loads: list[str] = []
     real = factory.index_encoder
 
-    def counting(spec, device, precision="auto"):
+    def counting(spec, device, checkpoint=None, precision="auto"):
         loads.append(precision)
-        return real(spec, device, precision)
+        return real(spec, device, checkpoint, precision=precision)
 
     monkeypatch.setattr(factory, "index_encoder", counting)
     return loads
@@ -152,7 +152,7 @@ def test_a_gpu_keeps_torch_fp16(tmp_path, tiny_checkpoint, cpu_only, monkeypatch
     class FakeCuda:
         dim, device, image_size, precision = 64, "cuda", 32, FP16
 
-    def load(spec, device, precision="auto"):
+    def load(spec, device, checkpoint=None, precision="auto"):
         loads.append((device, precision))
         return FakeCuda()
 

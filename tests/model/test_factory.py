@@ -41,9 +41,7 @@ class FakeTorch(PixelEncoder):
 @pytest.fixture()
 def fake_torch(monkeypatch: pytest.MonkeyPatch) -> type[FakeTorch]:
     FakeTorch.loads = 0
-    monkeypatch.setattr(
-        factory, "index_encoder", lambda spec, device, precision="auto": FakeTorch()
-    )
+    monkeypatch.setattr(factory, "index_encoder", lambda spec, device, *a, **k: FakeTorch())
     monkeypatch.setattr(factory, "preflight", lambda spec: None)
     monkeypatch.setattr(backend, "gpu_present", lambda: False)
     monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset())
@@ -83,7 +81,7 @@ def test_exports_serve_queries_without_loading_torch(tmp_path, tiny_checkpoint, 
     dirs = exports(tmp_path)
     assert factory.export_towers(model, dirs) == {TEXT: True, IMAGE: True}
 
-    def no_torch(spec, device, precision="auto"):
+    def no_torch(spec, device, checkpoint=None, precision="auto"):
         raise AssertionError("a query with exports must not load the torch model")
 
     monkeypatch.setattr(factory, "index_encoder", no_torch)
