@@ -381,8 +381,10 @@ def _context():
 
 
 def _init_plain_worker() -> None:
-    """Ctrl-C reaches the whole process group: the main process alone handles it."""
+    """Ctrl-C, and the SIGHUP of a closed terminal, reach the whole process group: the main
+    process alone handles them (it stops the workers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.excepthook = _quiet_when_abandoned
 
 
