@@ -29,7 +29,7 @@ from .search.filters import NONE, Filters, check_sort, make_filters
 from .search.terms import Term, combine, parse_terms
 from .storage import metacolumns, photometa, vectorindex
 from .storage.db import Skipped, Store
-from .storage.layout import Layout, default_home
+from .storage.layout import Layout, UserCache, default_home
 from .storage.lock import write_lock
 from .storage.vectorfile import current_index, drop_stale_files, save_index
 
@@ -46,14 +46,28 @@ DUPE_THRESHOLD = 0.95
 class Library:
     """A photo library on disk and the model that embeds it."""
 
-    def __init__(self, store: Store, spec: ModelSpec, device: str, batch_size: int | None):
+    def __init__(
+        self,
+        store: Store,
+        spec: ModelSpec,
+        device: str,
+        batch_size: int | None,
+        *,
+        backend: str = "auto",
+        precision: str = "auto",
+    ):
         self.store = store
         self.spec = spec
         self.device = device
         self.batch_size = batch_size
-        layout = store.layout
-        exports = ExportDirs(text=layout.text_export, image=layout.image_export)
-        self.encoders = Encoders(spec, device, exports, on_load=self._adopt)
+        self.encoders = Encoders(
+            spec,
+            device,
+            self._exports,
+            on_load=self._adopt,
+            index_backend=backend,
+            precision=precision,
+        )
         self._loaded_index: tuple[int, object] | None = None
         self._loaded_columns: tuple[tuple, metacolumns.Columns] | None = None
 
@@ -67,14 +81,19 @@ class Library:
         device: str = "auto",
         batch_size: int | None = None,
         create: bool = False,
+        backend: str = "auto",
+        precision: str = "auto",
     ) -> Library:
+        """`backend` (auto, torch, onnxruntime) and `precision` (auto, fp32, bf16, fp16, int8)
+        choose what runs the image tower when indexing; auto picks what measured fastest
+        with full fidelity (see `model.backend`)."""
         store = Store.open(_library_dir(directory), create=create)
         try:
             spec = choose_model(store.model_spec(), model, pretrained)
+            return cls(store, spec, device, batch_size, backend=backend, precision=precision)
         except ClipsearchError:
             store.close()
             raise
-        return cls(store, spec, device, batch_size)
 
     @staticmethod
     def repair(
@@ -90,6 +109,7 @@ class Library:
         return repair_library(_library_dir(directory), wait=wait, on_wait=on_wait)
 
     def close(self) -> None:
+        self.encoders.finish(measure=False)
         self.store.close()
 
     def __enter__(self) -> Library:
@@ -109,12 +129,37 @@ class Library:
 
     # -- the model ------------------------------------------------------------------------
 
+    def _exports(self) -> ExportDirs:
+        """Where this library's model towers are: in the user cache, the folder named after the
+        checkpoint's hash (a checkpoint file is re-checked by size and mtime, one stat: weights
+        replaced under the same name must not be served by the old export), else the one the
+        library recorded (a tag, or weights not on disk now); else the library's own `text/`
+        and `image/` of versions before the cache, if there."""
+        from .model.exportcache import model_key
+
+        cache = UserCache.default()
+        recorded = self.store.meta("export")
+        layout = self.layout
+        if not recorded and (layout.text_export.exists() or layout.image_export.exists()):
+            return ExportDirs(layout.text_export, layout.image_export, None, cache.backend_choices)
+        key = model_key(self.spec, cache) if self.spec.is_file or not recorded else recorded
+        key = key or recorded
+        if key is None:  # the weights are not on disk yet: the library's own folders
+            return ExportDirs(layout.text_export, layout.image_export)
+        return ExportDirs(
+            cache.text_export(key), cache.image_export(key), key, cache.backend_choices
+        )
+
     def _adopt(self, encoder) -> None:
         """A freshly loaded model must make vectors of the library's size; a new library
-        records it, so later runs and queries use the same one."""
+        records it, and which export of the user cache it uses, so later runs and queries
+        use the same ones."""
         _check_dim(self.store.dim(), encoder.dim, self.spec)
         if self.store.model_spec() is None:
             self.store.record_model(self.spec, encoder.dim)
+        key = self.encoders.exports.key
+        if key and self.store.meta("export") != key:
+            self.store.set_meta(export=key)
 
     def _check_model_unchanged(self) -> None:
         """Under the write lock, the model recorded now must be the one this run chose: two
@@ -225,8 +270,11 @@ class Library:
                 report.ray = embedder.run.as_dict()
             try:
                 self._refresh_vector_file()
+                self._finish_model(not report.interrupted, record=embedder is None)
             except KeyboardInterrupt:  # the work is committed; the cache is rebuilt on demand
                 report.interrupted = True
+        choice = self.encoders.choice if embedder is None else None
+        report.backend = choice.as_dict() if choice else None
         return report
 
     def _apply_settings(
@@ -275,6 +323,14 @@ class Library:
 
         self.encoders.device = "cpu"
         return RayEmbedder(options, self.spec, self.device, self.batch_size, max_pixels)
+
+    def _finish_model(self, measure: bool, record: bool = True) -> None:
+        """Wait for a tower export the run started, and note which backend embedded (not
+        `record`ed when Ray workers embedded: the driver's model only checked and exported)."""
+        self.encoders.finish(measure)
+        choice = self.encoders.choice
+        if choice is not None and record:
+            self.store.set_meta(index_backend=f"{choice.label()} ({choice.reason})")
 
     def _known_roots(self) -> list[str]:
         roots = self.store.roots()
@@ -694,6 +750,8 @@ class Library:
             "pretrained": self.spec.pretrained,
             "dim": self.store.dim(),
             "index_type": vectorindex.kind_of(index),
+            "index_backend": self.store.meta("index_backend"),
+            "export": self.store.meta("export") or "library folder",
             "errors": len(self.store.known_errors()),
             "size_bytes": self.store.disk_bytes(),
             "updated": _iso(float(updated)) if updated else None,

@@ -82,6 +82,7 @@ class IndexReport:
     offline: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # remembered settings this run replaced
     ray: dict | None = None  # `index --ray`: workers used and their img/s (RayRun.as_dict)
+    backend: dict | None = None  # what embedded the photos (backend, precision, reason)
 
     def as_dict(self) -> dict:
         return {
@@ -101,4 +102,5 @@ class IndexReport:
             "reused": self.reused,
             "offline": self.offline,
             **({"ray": self.ray} if self.ray is not None else {}),
+            "backend": self.backend,
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from PIL import Image, ImageDraw
 MODELS = Path(__file__).parent / "models"
 TINY = "clipsearch-tiny"
 os.environ["CLIPSEARCH_MODEL_CONFIGS"] = str(MODELS)
+# The user cache (model exports, backend choices, the towns table) of this test session only:
+# never the developer's ~/.cache.  Tests that need an empty one set their own.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="clipsearch-test-cache-")
 
 
 @pytest.fixture(scope="session")

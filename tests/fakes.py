@@ -43,3 +43,26 @@ class PixelEncoder:
         centred = (small - small.reshape(-1, 3).mean(axis=0)).ravel()
         norm = float(np.linalg.norm(centred))
         return centred / norm if norm > 0 else centred
+
+
+class NumpyPixelEncoder(PixelEncoder):
+    """PixelEncoder with numpy inputs: needs no torch, so plain decode workers serve it."""
+
+    torch_free = True
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self._encode(image)
+
+    def encode_images(self, batch) -> np.ndarray:
+        return np.asarray(batch, dtype=np.float32)
+
+
+class DyingEncoder(NumpyPixelEncoder):
+    """A decode worker that dies on a photo 7 pixels wide, as a crashing decoder would."""
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        import os
+
+        if image.width == 7:
+            os._exit(3)
+        return super().preprocess(image)

@@ -2,8 +2,8 @@
 
 Four measurements on the same files, same model, same batch size:
 
-* model only: forward passes on ready preprocessed tensors, with the torch threads indexing
-  uses; nothing can index faster, so it is the ceiling.
+* model only: forward passes on ready preprocessed tensors, in the backend the index run used
+  (onnxruntime or torch, same precision and threads); nothing can index faster: the ceiling.
 * end to end: a real `Library.index` into a fresh library, in a child process; the clock runs
   from the call after the model is loaded (its load time is not indexing speed) until the
   vectors are committed and the vector file is written, so it includes the scan, the decode
@@ -13,7 +13,17 @@ Four measurements on the same files, same model, same batch size:
 * fidelity: our draft decode + preprocess against open_clip's transform of the full decode,
   as PSNR of the tensors and cosine of their embeddings, the minimum over a sample of files.
 * memory: the end-to-end run's peak RSS once its model is loaded, decode workers included
-  (see `_index_job`); it should not grow with the number of files.
+  (see `_index_job`); it should not grow with the number of files.  Also the peak PSS of the
+  whole process tree, sampled every 0.2 s (shared pages counted once, as rclip-side-by-side).
+* backend fidelity: the tower as the index ran it against open_clip's own fp32 `encode_image`
+  on the same decoded photos, with weights roughened so that photos spread apart (plain random
+  ViT weights map every photo within ~0.99 cosine of every other, which would prove nothing):
+  the worst cosine, whether every photo is nearest its own reference, and the mean pairwise
+  cosine of the references (the spread).
+
+The end-to-end run gets a user cache of its own in the work folder, holding the model's export
+(written here first) and this machine's measured backend choice: it measures an index run of a
+machine that has run this model before, as every run after the first is.
 
 Which photos: without `images`, `synthetic` photo-like JPEGs of `megapixels` (default 12)
 are generated, 4:3 at quality 90; a few distinct scenes are rendered and the other files are
@@ -53,6 +63,7 @@ DEFAULT_MEGAPIXELS = 12.0
 SCENES = 8  # distinct pictures rendered; every other generated file is a variant of one
 JPEG_QUALITY = 90
 FIDELITY_SAMPLE = 8  # files compared draft against full decode (full decodes are slow)
+SPREAD_NOISE = 0.1  # random weights roughened by this much spread photos apart (as the tests do)
 
 
 def run(
@@ -65,6 +76,8 @@ def run(
     batch_size: int | None,
     workdir: Path | None,
     backfill: int = 10_000,
+    backend: str = "auto",
+    precision: str = "auto",
 ) -> dict:
     """Measure indexing speed, its ceiling and its baseline, and the draft decode's fidelity.
 
@@ -74,23 +87,41 @@ def run(
     import torch
 
     from ..indexing.pipeline import default_batch_size, worker_plan
+    from ..model.backend import check_request
     from ..model.factory import index_encoder
     from .standins import needs_standins, register_standins
 
+    check_request(backend, precision)
     with _workspace(workdir) as work:
         if pretrained is None and needs_standins(model):  # hub tokenizer: offline stand-in
             register_standins(model, work / "standins")
         folder = photo_folder(work, synthetic, megapixels, images)
         paths = _photo_paths(folder)
         checkpoint = pretrained or str(random_checkpoint(model, work / "random.safetensors"))
-        encoder = index_encoder(ModelSpec(model, checkpoint), device)
+        spec = ModelSpec(model, checkpoint)
+        encoder = index_encoder(spec, device)
         batch = batch_size or default_batch_size(encoder.device)
         plan = worker_plan(encoder.device)
-        indexed = _index_in_child(folder, work / "library", model, checkpoint, device, batch)
+        image_export = _prepare_cache(work / "cache", spec, encoder, precision)
+        indexed = _index_in_child(
+            folder,
+            work / "library",
+            model,
+            checkpoint,
+            device,
+            batch,
+            backend=backend,
+            precision=precision,
+            cache=work / "cache",
+        )
+        chosen = indexed["backend"]
         psnr_db, cosine, tensors = _fidelity(encoder, _sample(paths))
         torch.set_num_threads(plan.threads)
-        model_ips = _model_only_ips(encoder, tensors, len(paths), batch)
+        runner = _runner(chosen, encoder, image_export)
+        model_ips = _model_only_ips(runner, tensors, len(paths), batch)
+        del runner
         naive_ips = _naive_ips(encoder, paths, batch)
+        spread = _spread_fidelity(model, chosen, _sample(paths), work / "spread")
         megapixels = _mean_megapixels(paths)
         metadata_ms = read_cost_ms(_sample(paths))
         backfilled = backfill_seconds(work, backfill)
@@ -101,11 +132,16 @@ def run(
         "images": len(paths),
         "megapixels": round(megapixels, 2),
         "batch_size": batch,
+        "backend": chosen["backend"],
+        "precision": chosen["precision"],
+        "backend_reason": chosen["reason"],
         "workers": plan.workers,
-        "torch_threads": plan.threads,
+        "model_threads": plan.threads,
         **_speeds(model_ips, len(paths) / indexed["seconds"], naive_ips),
         "psnr_db": None if math.isinf(psnr_db) else round(psnr_db, 2),
         "cosine": round(cosine, 6),
+        **spread,
+        "peak_pss_mb": indexed["peak_pss_mb"],
         "peak_rss_mb": indexed["peak_rss_mb"],
         "peak_rss_main_mb": indexed["main_mb"],
         "peak_rss_model_load_mb": indexed["load_mb"],
@@ -303,6 +339,55 @@ def random_checkpoint(model: str, path: Path) -> Path:
 # --- the measurements ----------------------------------------------------------------------
 
 
+def _prepare_cache(cache_home: Path, spec: ModelSpec, encoder, precision: str) -> Path:
+    """A user cache for the index run: the model's towers exported (as a first run leaves
+    them), the int8 graph if asked for (quantising once per model and machine takes ~2 GB for
+    ViT-B-32), and this machine's measured backend choices copied from the real cache."""
+    from ..model.exportcache import model_key
+    from ..model.factory import ExportDirs, export_towers
+    from ..storage.layout import UserCache
+
+    cache, mine = UserCache(cache_home / "clipsearch"), UserCache.default()
+    key = model_key(spec, cache)
+    if key is None:
+        raise ClipsearchError(f"cannot read the checkpoint {spec.pretrained}")
+    export_towers(encoder, ExportDirs(cache.text_export(key), cache.image_export(key)))
+    if precision == "int8":
+        from ..model.imageort import quantized_graph
+
+        quantized_graph(cache.image_export(key))
+    with suppress(OSError):
+        shutil.copyfile(mine.backend_choices, cache.backend_choices)
+    return cache.image_export(key)
+
+
+def _runner(chosen: dict, encoder, image_export: Path):
+    """The encoder the model-only ceiling is timed with: the one the index run used."""
+    from ..model.imageort import FastImageEncoder, index_threads
+
+    if chosen["backend"] != "onnxruntime":
+        return encoder if chosen["precision"] == encoder.precision else _cast(encoder, chosen)
+    runner = FastImageEncoder.load(
+        image_export, precision=chosen["precision"], threads=index_threads()
+    )
+    if runner is None:
+        raise ClipsearchError(f"cannot open the image export in {image_export}")
+    return runner
+
+
+def _cast(encoder, chosen: dict):
+    """A torch encoder in another precision (bf16 on a CPU that measured it faster)."""
+    import copy
+
+    from ..model.openclip import _dtype
+
+    other = copy.copy(encoder)
+    other.dtype = _dtype(chosen["precision"], encoder.device)
+    other.model = copy.deepcopy(encoder.model).to(other.dtype)
+    other.precision = chosen["precision"]
+    return other
+
+
 def _index_in_child(
     photos: Path,
     library: Path,
@@ -311,9 +396,14 @@ def _index_in_child(
     device: str,
     batch: int | None,
     ray=None,
+    *,
+    backend: str = "auto",
+    precision: str = "auto",
+    cache: Path | None = None,
 ) -> dict:
-    """Run the end-to-end index in a fresh process, so its peak memory is its own.
-    `ray`: RayOptions to embed on a Ray cluster (bench/distributed.py)."""
+    """Run the end-to-end index in a fresh process, so its memory is its own; its peak PSS
+    (with the decode workers) is sampled from here.  `ray`: RayOptions to embed on a Ray
+    cluster (bench/distributed.py); `cache`: the user cache the run gets."""
     shutil.rmtree(library, ignore_errors=True)  # a kept --workdir must not make it a re-index
     result = library.with_suffix(".json")
     job = dict(
@@ -323,20 +413,50 @@ def _index_in_child(
         pretrained=checkpoint,
         device=device,
         batch_size=batch,
+        backend=backend,
+        precision=precision,
         result=str(result),
         ray=None if ray is None else dataclasses.asdict(ray),
     )
-    proc = subprocess.run(
+    env = dict(os.environ)
+    if cache is not None:
+        env["XDG_CACHE_HOME"] = str(cache)
+    proc = subprocess.Popen(
         [sys.executable, "-m", "clipsearch.bench.index", json.dumps(job)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        check=False,
+        env=env,
     )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+    peak_kb = _peak_pss_kb(proc)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    if proc.wait() != 0:
+        last = (stderr.strip().splitlines() or ["no message"])[-1]
         raise ClipsearchError(f"the benchmark's index run failed: {last}")
-    return json.loads(result.read_text())
+    return {**json.loads(result.read_text()), "peak_pss_mb": round(peak_kb / 1024, 1)}
+
+
+def _peak_pss_kb(proc: subprocess.Popen) -> int:
+    """Largest sum of PSS over `proc` and its descendants until it exits (0 without /proc)."""
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_pss_kb(proc.pid))
+        time.sleep(0.2)
+    return peak
+
+
+def tree_pss_kb(pid: int) -> int:
+    """Sum of PSS (kB) over `pid` and its descendants, from /proc (Linux)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with suppress(OSError, ValueError):
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += sum(int(x.split()[1]) for x in rollup.splitlines() if x.startswith("Pss:"))
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text()
+                todo += [int(c) for c in children.split()]
+    return total
 
 
 def _index_job(job: dict) -> dict:
@@ -360,6 +480,8 @@ def _index_job(job: dict) -> dict:
         device=job["device"],
         batch_size=job["batch_size"],
         create=True,
+        backend=job.get("backend", "auto"),
+        precision=job.get("precision", "auto"),
     ) as lib:
         ray = RayOptions(**job["ray"]) if job.get("ray") else None
         if ray:
@@ -385,6 +507,7 @@ def _index_job(job: dict) -> dict:
         "peak_rss_mb": round(main_mb + workers * worker_mb, 1),
         "dim": encoder.dim,
         "ray": report.ray,
+        "backend": report.backend,
     }
 
 
@@ -434,11 +557,57 @@ def _fidelity(encoder, paths: Sequence[str]) -> tuple[float, float, list]:
     return worst_psnr, float(cosines.min()), draft
 
 
+def _spread_fidelity(model: str, chosen: dict, paths: Sequence[str], out: Path) -> dict:
+    """The index tower as the run used it (backend and precision) against open_clip's fp32
+    `encode_image`, both on the same decoded photos, with random weights roughened
+    (SPREAD_NOISE) so that photos spread apart; see the module docstring."""
+    import torch
+
+    from ..model.base import normalised
+    from ..model.imageort import FastImageEncoder, export_image_encoder
+    from ..model.openclip import _dtype
+    from ..model.spec import open_clip_module
+    from ..photos.decode import load_image
+
+    torch.manual_seed(0)
+    net, _, transform = open_clip_module().create_model_and_transforms(model, pretrained=None)
+    net.eval()
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(torch.randn_like(param), alpha=SPREAD_NOISE)
+    side = min(net.visual.image_size) if isinstance(net.visual.image_size, tuple) else None
+    images = [load_image(p, min_side=side or net.visual.image_size) for p in paths]
+    batch = torch.stack([transform(image) for image in images])
+    with torch.no_grad():
+        reference = net.encode_image(batch, normalize=True).numpy()
+        if chosen["backend"] == "onnxruntime":
+            if not export_image_encoder(net, transform, out):
+                raise ClipsearchError(f"{model} has no onnxruntime export")
+            tower = FastImageEncoder.load(out, precision=chosen["precision"])
+            vectors = tower.encode_images(np.stack([tower.preprocess(i) for i in images]))
+        else:
+            device = (
+                "cuda" if chosen["precision"] == "fp16" and torch.cuda.is_available() else "cpu"
+            )
+            dtype = _dtype(chosen["precision"], device)
+            cast = net.to(device, dtype)
+            vectors = normalised(cast.encode_image(batch.to(device, dtype)).float().cpu().numpy())
+    similarity, pairs = vectors @ reference.T, reference @ reference.T
+    others = pairs[~np.eye(len(images), dtype=bool)]
+    return {
+        "fidelity_cosine": round(float(np.diag(similarity).min()), 6),
+        "fidelity_nearest_own": bool((similarity.argmax(1) == np.arange(len(images))).all()),
+        "spread_mean_cosine": round(float(others.mean()), 3) if len(others) else None,
+    }
+
+
 def _model_only_ips(encoder, tensors: Sequence, count: int, batch: int) -> float:
     """Forward passes over `count` images in batches of `batch`, after one warm-up pass."""
     import torch
 
     full = torch.stack([tensors[i % len(tensors)] for i in range(batch)])
+    if getattr(encoder, "torch_free", False):
+        full = full.numpy()
     encoder.encode_images(full)
     start = time.perf_counter()
     for size in _batch_sizes(count, batch):
@@ -486,6 +655,12 @@ def print_table(result: dict) -> None:
         ("vs ceiling", f"{result['ratio_model']:.2f}", ""),
         ("vs naive", f"{result['ratio_naive']:.2f}", ""),
         ("fidelity", psnr_db, f"cosine {result['cosine']:.5f} (worst file)"),
+        (
+            "backend",
+            f"{result['backend']} {result['precision']}",
+            f"cosine {result['fidelity_cosine']:.5f} to open_clip fp32, nearest own: "
+            f"{result['fidelity_nearest_own']} (spread {result['spread_mean_cosine']})",
+        ),
         ("peak memory", f"{result['peak_rss_mb']:.0f} MiB", "index run, workers included"),
         ("metadata", f"{result['metadata_ms']:.2f} ms", "per photo, in the decode workers"),
         ("backfill", f"{result['backfill_s']:.1f} s", f"{result['backfill_photos']} photos"),
@@ -495,7 +670,7 @@ def print_table(result: dict) -> None:
     Console().print(
         f"{result['images']} photos of {result['megapixels']} MP, {result['model']} on "
         f"{result['device']}, batch {result['batch_size']}, {result['workers']} decode "
-        f"workers, {result['torch_threads']} torch threads"
+        f"workers, {result['model_threads']} model threads ({result['backend_reason']})"
     )
     Console().print(table)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOpt, JsonOpt, RayOpt, ShipFilesOpt, WorkersOpt
+from .options import BackendOpt, DeviceOpt, JsonOpt, PrecisionOpt, RayOpt, ShipFilesOpt, WorkersOpt
 from .output import print_json
 
 
@@ -46,10 +46,13 @@ def bench_index(
     commit_vectors: Annotated[
         int, typer.Option(min=1, help="With --ray: vectors whose commit by the driver is timed")
     ] = 50_000,
+    backend: BackendOpt = "auto",
+    precision: PrecisionOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Index speed against the model alone and a naive pipeline, plus draft-decode fidelity;
-    with --ray, a Ray run's speed and the driver's commit rate.
+    the backend's fidelity to open_clip; with --ray, a Ray run's speed and the driver's commit
+    rate.
 
     Example: clipsearch bench index --synthetic 200 --megapixels 12 --json
     """
@@ -79,7 +82,17 @@ def bench_index(
         return
 
     result = run(
-        synthetic, megapixels, images, model, pretrained, device, batch_size, workdir, backfill
+        synthetic,
+        megapixels,
+        images,
+        model,
+        pretrained,
+        device,
+        batch_size,
+        workdir,
+        backfill,
+        backend,
+        precision,
     )
     if json_out:
         print_json(result)

@@ -12,10 +12,12 @@ import typer
 
 from ..errors import EXIT_INTERRUPTED, ClipsearchError, warn
 from .options import (
+    BackendOpt,
     DeviceOpt,
     JsonOpt,
     LibraryOpt,
     NoWaitOpt,
+    PrecisionOpt,
     RayOpt,
     ShipFilesOpt,
     WorkersOpt,
@@ -71,6 +73,8 @@ def index(
         ),
     ] = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "auto",
+    precision: PrecisionOpt = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per forward pass")] = None,
     date_fallback: Annotated[
         str,
@@ -114,6 +118,8 @@ def index(
         device=device,
         batch_size=batch_size,
         create=True,
+        backend=backend,
+        precision=precision,
     )
     with lib, _progress() as progress, _sigterm_as_interrupt():
         report = lib.index(

@@ -23,6 +23,19 @@ DeviceOpt = Annotated[
         "cuda or mps the model on that device)"
     ),
 ]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend", help="Engine of the image tower when indexing: auto, onnxruntime or torch"
+    ),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto (fastest of full fidelity), fp32, int8 (onnxruntime, opt-in), bf16, fp16",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 NoWaitOpt = Annotated[
     bool, typer.Option("--no-wait", help="Fail at once if another process is writing")

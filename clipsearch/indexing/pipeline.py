@@ -1,15 +1,25 @@
 """Files on disk to vectors: decoding in worker processes that overlap the model.
 
 Decoding a phone JPEG costs a third as much CPU as embedding it even in JPEG draft mode, so
-workers decode while the main process runs the model; the DataLoader's prefetch bound keeps
+workers decode while the main process runs the model; a bound on the batches in flight keeps
 memory flat however many files there are.
+
+Two ways to run the workers.  An encoder whose inputs need no torch (`torch_free`, the
+onnxruntime tower) gets plain processes that use Pillow and numpy only, forked from a main
+process that never imported torch: the model is in memory once.  A torch encoder keeps
+torch's DataLoader (pinned memory for CUDA, tensors its preprocessing makes).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +35,7 @@ DISAPPEARED = "file disappeared while indexing"
 # Recorded for a file whose decoding killed its worker process twice (the OOM killer, a
 # decoder crash): remembered like any bad file, so later runs do not try it again.
 WORKER_DIED = "decoding crashed (the worker process died, perhaps out of memory)"
+INLINE_FILES = 8  # up to this many files are decoded in the main process, without workers
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,18 @@ def _collate(items: list[Decoded]) -> tuple[object | None, list[Decoded]]:
     return batch, [d if d.tensor is None else _without_tensor(d) for d in items]
 
 
+def _stack(items: list[Decoded]) -> tuple[np.ndarray | None, list[Decoded]]:
+    """`_collate` for numpy inputs: one array per batch crosses the pipe, not 32 objects."""
+    arrays = [d.tensor for d in items if d.tensor is not None]
+    batch = np.stack(arrays) if arrays else None
+    return batch, [d if d.tensor is None else _without_tensor(d) for d in items]
+
+
+def decode_batch(dataset: PhotoDataset, indices: Sequence[int]) -> tuple:
+    """One batch decoded and stacked (runs in a plain worker, or inline for a few files)."""
+    return _stack([dataset[i] for i in indices])
+
+
 def _without_tensor(d: Decoded) -> Decoded:
     return Decoded(d.path, d.size, d.mtime_ns, d.fingerprint, True, None, d.meta)
 
@@ -149,17 +172,18 @@ def worker_plan(device: str, cpu_count: int | None = None) -> WorkerPlan:
     """Keep every core busy: on a CPU decoding is about a quarter of the work (a 12 MP JPEG
     drafted ~30 ms, ViT-B-32 ~100 ms per image on one core), so a third of the cores decode.
 
-    With two cores the one decode worker shares them with two torch threads: it idles once
+    With two cores the one decode worker shares them with two model threads: it idles once
     its prefetched batches wait, and end to end this measured 12-14 img/s for ViT-B-32 on 12 MP
-    photos, where one torch thread caps the model itself at ~10.
+    photos, where one torch thread caps the model itself at ~10.  The onnxruntime tower opens
+    its session with the same thread count (`model.imageort.index_threads`).
     """
+    from ..model.imageort import index_threads
+
     cores = cpu_count or os.cpu_count() or 1
     if device != "cpu":
         return WorkerPlan(max(1, min(cores - 1, 12)), 1)
-    if cores <= 2:
-        return WorkerPlan(1, cores)
-    workers = max(1, cores // 3)
-    return WorkerPlan(workers, cores - workers)
+    threads = index_threads(cores)
+    return WorkerPlan(max(1, cores - threads) if cores > 2 else 1, threads)
 
 
 def default_batch_size(device: str) -> int:
@@ -212,12 +236,17 @@ def embed_files(
     that too is a Failed with WORKER_DIED, and the rest of the run goes on.  `cores`: how
     many this run may use (a Ray actor's share of its node), by default the machine's.
     """
-    import torch
-
     plan = worker_plan(encoder.device, cores)
     workers = plan.workers if workers is None else workers
-    torch.set_num_threads(plan.threads)
     size = batch_size or default_batch_size(encoder.device)
+    if getattr(encoder, "torch_free", False):
+        if len(files) <= INLINE_FILES:
+            workers = 0  # even a forked worker costs more than decoding a few photos
+        yield from _plain_batches(files, encoder, size, max_pixels, workers)
+        return
+    import torch
+
+    torch.set_num_threads(plan.threads)
     remaining = list(files)
     while remaining:
         done, suspects = yield from _embed_until_a_worker_dies(
@@ -275,6 +304,88 @@ def _embed_alone(found: FoundFile, encoder: ImageEncoder, max_pixels) -> Embedde
     for batch in _embed_until_a_worker_dies([found], encoder, 1, max_pixels, 1):
         outcomes += batch
     return outcomes[0] if outcomes else Failed(found.path, found.size, found.mtime_ns, WORKER_DIED)
+
+
+def _plain_batches(files, encoder, size: int, max_pixels, workers: int) -> Iterator[list]:
+    """Decode in `workers` plain processes that never import torch (inline with none), at
+    most two batches per worker in flight, and embed here in file order.  When a worker dies,
+    the files of the batches in flight are tried again one at a time, as the DataLoader path
+    does."""
+    dataset = PhotoDataset(files, encoder.preprocess, encoder.image_size, max_pixels)
+    todo = deque(ramped_batches(len(files), size))
+    if workers == 0:
+        for indices in todo:
+            yield _embed_batch(*decode_batch(dataset, indices), encoder)
+        return
+    while todo:
+        suspects = yield from _plain_until_a_worker_dies(dataset, todo, encoder, workers)
+        for i in suspects:
+            yield [_plain_alone(dataset, i, encoder)]
+
+
+def _plain_until_a_worker_dies(dataset, todo: deque, encoder, workers: int):
+    """Take batches from `todo` until it is empty (returns no suspects) or a worker dies
+    (returns the files of every batch then in flight)."""
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_plain_worker)
+    pending: deque[tuple[range, Future]] = deque()
+    try:
+        while todo or pending:
+            while todo and len(pending) < 2 * workers:
+                indices = todo.popleft()
+                pending.append((indices, pool.submit(decode_batch, dataset, indices)))
+            indices, future = pending[0]
+            try:
+                batch, items = future.result()
+            except BrokenProcessPool:
+                _terminate(pool)
+                return [i for indices, _ in pending for i in indices]
+            pending.popleft()
+            yield _embed_batch(batch, items, encoder)
+    except BaseException:  # Ctrl-C, a closed generator, an error
+        _terminate(pool)
+        raise
+    pool.shutdown(wait=True)
+    return []
+
+
+def _plain_alone(dataset: PhotoDataset, i: int, encoder) -> Embedded | Failed:
+    """One suspect file in a worker of its own: its outcome, or WORKER_DIED if it dies again."""
+    pool = ProcessPoolExecutor(1, mp_context=_context(), initializer=_init_plain_worker)
+    try:
+        batch, items = pool.submit(decode_batch, dataset, [i]).result()
+    except BrokenProcessPool:
+        found = dataset.files[i]
+        return Failed(found.path, found.size, found.mtime_ns, WORKER_DIED)
+    finally:
+        _terminate(pool)
+    return _embed_batch(batch, items, encoder)[0]
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now: their batches are of no use any more, and a worker left waiting
+    on a broken queue kept the process from exiting (measured: until killed)."""
+    found = getattr(pool, "_processes", None)  # no public way to reach them
+    processes = list(found.values()) if isinstance(found, dict) else []
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+def _context():
+    """Fork on Linux: a worker is ready in milliseconds instead of ~0.5 s of Python start and
+    imports, and shares the parent's pages (PSS counts them once).  The parent holds no torch
+    on this path, and its onnxruntime threads sleep; the child touches neither.  Elsewhere
+    spawn (macOS forbids forking a process that has started system frameworks)."""
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _init_plain_worker() -> None:
+    """Ctrl-C, and the SIGHUP of a closed terminal, reach the whole process group: the main
+    process alone handles them (it stops the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sys.excepthook = _quiet_when_abandoned
 
 
 def _embed_batch(batch, items: list[Decoded], encoder: ImageEncoder) -> list[Embedded | Failed]:

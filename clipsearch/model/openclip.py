@@ -42,8 +42,16 @@ def pick_device(requested: str = "auto") -> str:
 class ClipEncoder:
     """An open_clip model ready for inference, with its own preprocessing and tokenizer."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto", checkpoint: str | None = None):
-        """`checkpoint`: a local copy of a tag's weights to load instead of looking it up."""
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        checkpoint: str | None = None,
+        precision: str = "auto",
+    ) -> None:
+        """`checkpoint`: a local copy of a tag's weights to load instead of looking it up.
+        `precision` auto is fp16 on CUDA and fp32 elsewhere; bf16 on request (the backend
+        choice measures whether this CPU runs it faster before asking for it)."""
         import torch
 
         open_clip = open_clip_module()
@@ -51,7 +59,8 @@ class ClipEncoder:
         spec = normalise(spec)
         self.spec = spec
         self.device = pick_device(device)
-        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.dtype = _dtype(precision, self.device)
+        self.precision = {torch.float32: "fp32", torch.float16: "fp16"}.get(self.dtype, "bf16")
         kwargs = tag_overrides(spec, checkpoint)
         checkpoint = spec.pretrained if spec.is_file else kwargs.pop("checkpoint")
         try:
@@ -109,6 +118,17 @@ class ClipEncoder:
         from .imageort import export_image_encoder
 
         return export_image_encoder(self.model, self.preprocess, out_dir)
+
+
+def _dtype(precision: str, device: str):
+    import torch
+
+    if precision == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in table:
+        raise ClipsearchError(f"torch runs fp32, fp16 or bf16, not {precision}")
+    return table[precision]
 
 
 def _short_side(size: int | tuple[int, int]) -> int:

@@ -78,6 +78,7 @@ def print_status(status: dict) -> None:
 
     rows = [(key, str(status[key])) for key in _STATUS_KEYS]
     rows += [
+        ("indexed by", str(status.get("index_backend") or "-")),
         ("dates", _date_range(status)),
         ("dated", f"{status['dated']} of {status['images']} have a capture time"),
         ("located", f"{status['located']} of {status['images']} have a location"),

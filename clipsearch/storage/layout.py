@@ -7,7 +7,7 @@ Only this module knows these names; everything else asks it (as pipx's `paths.py
 | `library.db`                  | SQLite: roots, files, their vectors, errors, the model     |
 | `vectors-<generation>.faiss`  | the FAISS index, a cache of the vectors in `library.db`   |
 | `photometa-<gen>-<ver>.npz`   | capture times, places, cameras as columns (a cache too)   |
-| `text/`, `image/`             | the model's towers exported for torch-free queries        |
+| `text/`, `image/`             | towers exported by versions before the user cache (read)  |
 | `thumbnails/`, `galleries/`   | thumbnails (one per file version) and HTML pages          |
 | `write.lock`                  | one writer at a time; readers never wait                  |
 | `roots.json`                  | a copy of the roots and their settings, for `repair`      |
@@ -19,6 +19,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# What one user's libraries share lives in the user cache folder instead (`UserCache`).
 
 DB_NAME = "library.db"
 HOME_ENV = "CLIPSEARCH_HOME"
@@ -55,6 +57,48 @@ def default_home() -> Path:
             "home folder; pass --library DIR or set $CLIPSEARCH_HOME"
         )
     return Path(xdg) / "clipsearch"
+
+
+def cache_home() -> Path:
+    """The user cache folder: $XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(xdg) / "clipsearch"
+
+
+@dataclass(frozen=True)
+class UserCache:
+    """Files every library of one user shares, in `cache_home()`.
+
+    | name                      | what                                                     |
+    | ------------------------- | -------------------------------------------------------- |
+    | `exports/<key>/text/`     | a model's torch-free text tower, one per checkpoint hash |
+    | `exports/<key>/image/`    | its image tower (ONNX graph, weights, int8 graph)        |
+    | `checkpoints.json`        | checkpoint file -> content hash, by size and mtime       |
+    | `backends.json`           | the index backend measured per machine and model         |
+    """
+
+    directory: Path
+
+    @classmethod
+    def default(cls) -> UserCache:
+        return cls(cache_home())
+
+    def export(self, key: str) -> Path:
+        return self.directory / "exports" / key
+
+    def text_export(self, key: str) -> Path:
+        return self.export(key) / "text"
+
+    def image_export(self, key: str) -> Path:
+        return self.export(key) / "image"
+
+    @property
+    def checkpoint_hashes(self) -> Path:
+        return self.directory / "checkpoints.json"
+
+    @property
+    def backend_choices(self) -> Path:
+        return self.directory / "backends.json"
 
 
 @dataclass(frozen=True)

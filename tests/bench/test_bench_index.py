@@ -33,7 +33,14 @@ KEYS = {
     "megapixels": float,
     "batch_size": int,
     "workers": int,
-    "torch_threads": int,
+    "model_threads": int,
+    "backend": str,
+    "precision": str,
+    "backend_reason": str,
+    "fidelity_cosine": float,
+    "fidelity_nearest_own": bool,
+    "spread_mean_cosine": float,
+    "peak_pss_mb": float,
     "metadata_ms": float,
     "metadata_share": float,
     "backfill_s": float,
@@ -53,6 +60,8 @@ def test_bench_index_reports_every_figure(tmp_path: Path) -> None:
     for key, kind in KEYS.items():
         assert isinstance(report[key], kind), key
     assert report["model"] == TINY and report["device"] == "cpu" and report["images"] == 6
+    assert (report["backend"], report["precision"]) == ("onnxruntime", "fp32")  # the CPU default
+    assert report["fidelity_cosine"] >= 0.999
     assert report["megapixels"] == pytest.approx(0.3, rel=0.05)
     for key in ("model_only_ips", "end_to_end_ips", "naive_ips", "peak_rss_mb"):
         assert report[key] > 0, key
@@ -60,7 +69,7 @@ def test_bench_index_reports_every_figure(tmp_path: Path) -> None:
     assert report["ratio_naive"] == round(report["end_to_end_ips"] / report["naive_ips"], 3)
     assert report["psnr_db"] is None or report["psnr_db"] >= 30
     assert 0.99 <= report["cosine"] <= 1.0 + 1e-6
-    assert report["workers"] >= 1 and report["torch_threads"] >= 1
+    assert report["workers"] >= 1 and report["model_threads"] >= 1
     assert report["backfill_photos"] == 50 and 0 < report["metadata_share"] < 1
 
 

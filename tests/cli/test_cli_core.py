@@ -200,7 +200,7 @@ def test_python_api(photos, tmp_path, tiny_checkpoint):
 
 def test_table_on_a_terminal_and_paths_in_a_pipe(indexed, home):
     code, shown = run_in_terminal("query", "cat", "-n", "2")
-    assert code == 0
+    assert code == 0, shown
     text = shown.decode()
     assert "score" in text and "path" in text and str(indexed) in text
     piped = run_cli("query", "cat", "-n", "2")

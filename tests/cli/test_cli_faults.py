@@ -135,11 +135,23 @@ def many_photos(tmp_path_factory) -> Path:
     return root
 
 
-def start_index(library: Path, photos: Path, checkpoint: Path) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def bigger_photos(tmp_path_factory) -> Path:
+    """Photos that take the onnxruntime path's workers a few seconds to decode: with small ones
+    and the tiny model the whole run ends before an interrupt can land."""
+    root = tmp_path_factory.mktemp("bigger") / "Photos"
+    root.mkdir()
+    scene = photo(7, size=(160, 120)).resize((1600, 1200))
+    for i in range(KILL_PHOTOS):
+        scene.save(root / f"p{i:03d}.jpg", quality=90, comment=f"{i}".encode())
+    return root
+
+
+def start_index(library: Path, photos: Path, checkpoint: Path, *extra: str) -> subprocess.Popen:
     """`clipsearch index` committing every 0.2 s; --no-wait proves no lock outlives a kill."""
     args = ["index", photos, "--library", library, "--model", TINY, "--pretrained", checkpoint]
     return subprocess.Popen(
-        [sys.executable, "-m", "clipsearch", *map(str, args)]
+        [sys.executable, "-m", "clipsearch", *map(str, args), *extra]
         + ["--batch-size", "4", "--no-wait", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -268,19 +280,26 @@ def test_kill_9_while_saving_the_vector_index_leaves_a_whole_file(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "when"),
+    ("signum", "when", "backend"),
     [
-        (signal.SIGINT, "embedding"),
-        (signal.SIGTERM, "embedding"),
-        (signal.SIGHUP, "embedding"),  # a closed terminal: it used to kill the run outright
-        (signal.SIGINT, "loading"),
+        (signal.SIGINT, "embedding", "torch"),
+        (signal.SIGTERM, "embedding", "torch"),
+        (signal.SIGHUP, "embedding", "torch"),  # a closed terminal: it used to kill the run
+        (signal.SIGINT, "loading", "torch"),
+        (signal.SIGINT, "embedding", "onnxruntime"),  # forked plain workers
+        (signal.SIGTERM, "embedding", "onnxruntime"),
+        (signal.SIGHUP, "embedding", "onnxruntime"),
     ],
 )
 def test_interrupt_stops_cleanly_and_keeps_the_work(
-    signum, when, many_photos, tmp_path, tiny_checkpoint
+    signum, when, backend, many_photos, bigger_photos, tmp_path, tiny_checkpoint
 ):
     library = tmp_path / "lib"
-    proc = start_index(library, many_photos, tiny_checkpoint)
+    if backend == "onnxruntime":  # its export is written by a first run
+        first = start_index(tmp_path / "first", many_photos, tiny_checkpoint)
+        assert first.wait(timeout=120) == 0
+        many_photos = bigger_photos
+    proc = start_index(library, many_photos, tiny_checkpoint, "--backend", backend)
     while proc.poll() is None:
         if when == "loading" and has_roots(library):  # the model loads next
             break

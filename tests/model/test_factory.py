@@ -9,7 +9,7 @@ import pytest
 from conftest import photo
 from fakes import PixelEncoder
 
-from clipsearch.model import factory
+from clipsearch.model import backend, factory
 from clipsearch.model.base import ImageEncoder, TextEncoder, encode_image
 from clipsearch.model.factory import IMAGE, INDEX, TEXT, Encoders, ExportDirs
 from clipsearch.model.spec import ModelSpec
@@ -41,8 +41,10 @@ class FakeTorch(PixelEncoder):
 @pytest.fixture()
 def fake_torch(monkeypatch: pytest.MonkeyPatch) -> type[FakeTorch]:
     FakeTorch.loads = 0
-    monkeypatch.setattr(factory, "index_encoder", lambda spec, device: FakeTorch())
+    monkeypatch.setattr(factory, "index_encoder", lambda spec, device, *a, **k: FakeTorch())
     monkeypatch.setattr(factory, "preflight", lambda spec: None)
+    monkeypatch.setattr(backend, "gpu_present", lambda: False)
+    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset())
     return FakeTorch
 
 
@@ -55,6 +57,7 @@ def test_without_exports_every_task_falls_back_to_one_torch_model(tmp_path, fake
     encoders = Encoders(SPEC, "cpu", exports(tmp_path), on_load=loaded.append)
     text, image, index = (encoders.get(t) for t in (TEXT, IMAGE, INDEX))
     assert text is image is index and fake_torch.loads == 1
+    encoders.finish()  # the towers are exported in a thread
     assert loaded == [index]  # the library checked and recorded it once
     assert index.exported == ["text", "image"]  # then tried to export both towers
 
@@ -78,7 +81,7 @@ def test_exports_serve_queries_without_loading_torch(tmp_path, tiny_checkpoint, 
     dirs = exports(tmp_path)
     assert factory.export_towers(model, dirs) == {TEXT: True, IMAGE: True}
 
-    def no_torch(spec, device):
+    def no_torch(spec, device, checkpoint=None, precision="auto"):
         raise AssertionError("a query with exports must not load the torch model")
 
     monkeypatch.setattr(factory, "index_encoder", no_torch)

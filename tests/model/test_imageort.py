@@ -20,7 +20,6 @@ from torchvision import transforms as T
 from clipsearch.library import Library
 from clipsearch.model.exportfile import CONFIG_NAME, WEIGHTS_NAME
 from clipsearch.model.imageort import GRAPH_NAME, FastImageEncoder, export_image_encoder, has_export
-from clipsearch.storage.layout import Layout
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VISION = {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32}
@@ -289,7 +288,8 @@ def test_library_embeds_new_images_without_torch(tmp_path, tiny_checkpoint):
     with Library.open(lib_dir, model=TINY, pretrained=str(tiny_checkpoint), create=True) as lib:
         assert lib.index([photos]).indexed == 3
         expected = lib.embed_image(str(new))  # the torch encoder is loaded: the torch path
-    assert FastImageEncoder.load(Layout(lib_dir).image_export) is not None
+        image_export = lib.encoders.exports.image
+    assert FastImageEncoder.load(image_export) is not None
     script = (
         "import sys, json\n"
         "from clipsearch.library import Library\n"

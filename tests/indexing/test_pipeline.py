@@ -1,0 +1,70 @@
+"""The decode workers of a torch-free encoder: same vectors in file order as decoding inline,
+and a photo that kills its worker is recorded as such while the others are embedded (the run
+neither hangs nor stops)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import save_photo
+from fakes import NumpyPixelEncoder
+
+from clipsearch.indexing.pipeline import Embedded, Failed, embed_files
+from clipsearch.indexing.scan import normalise_root, scan
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _files(folder: Path, count: int):
+    for seed in range(count):
+        save_photo(folder / f"p{seed:02d}.jpg", seed=seed)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return sorted(scan([normalise_root(folder)]).files, key=lambda f: f.path)
+
+
+def _run(files, workers: int) -> list:
+    batches = embed_files(
+        files, NumpyPixelEncoder(), batch_size=4, max_pixels=None, workers=workers
+    )
+    return [outcome for batch in batches for outcome in batch]
+
+
+def test_workers_give_what_inline_decoding_gives(tmp_path):
+    files = _files(tmp_path, 13)
+    inline, pooled = _run(files, 0), _run(files, 2)
+    assert [o.path for o in pooled] == [o.path for o in inline]
+    assert sum(isinstance(o, Failed) for o in pooled) == 1
+    for a, b in zip(inline, pooled, strict=True):
+        if isinstance(a, Embedded):
+            np.testing.assert_array_equal(a.vector, b.vector)
+
+
+def test_a_photo_that_kills_its_worker_is_failed_and_the_rest_embedded(tmp_path):
+    from PIL import Image
+
+    files = _files(tmp_path, 12)
+    Image.new("RGB", (7, 40)).save(tmp_path / "narrow.png")
+    script = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(TESTS)!r}]\n"
+        "from fakes import DyingEncoder\n"
+        "from clipsearch.indexing.pipeline import WORKER_DIED, Embedded, embed_files\n"
+        "from clipsearch.indexing.scan import normalise_root, scan\n"
+        f"files = sorted(scan([normalise_root({str(tmp_path)!r})]).files, key=lambda f: f.path)\n"
+        "out = [o for b in embed_files(files, DyingEncoder(), batch_size=4, max_pixels=None,"
+        " workers=2) for o in b]\n"
+        "assert sorted(o.path for o in out) == sorted(f.path for f in files)\n"
+        "died = [o.path for o in out if getattr(o, 'reason', None) == WORKER_DIED]\n"
+        "assert [p.rsplit('/', 1)[1] for p in died] == ['narrow.png'], died\n"
+        "assert sum(isinstance(o, Embedded) for o in out) == 12\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(files) == 13
