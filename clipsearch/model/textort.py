@@ -233,7 +233,7 @@ def export_onnx_text(model: Any, tokenizer: Any, out_dir: Path | str) -> bool:
     if graph is None:
         return False
     config = {"format": FORMAT, "version": VERSION, "embed_dim": dim, "trim": trim, **config}
-    weights = {"token_embedding": table.weight.detach().float().cpu().numpy()}
+    weights = {"token_embedding": _table_rows(table)}
     write_export(out_dir, config, weights, {**files, GRAPH_NAME: graph})
     return True
 
@@ -261,7 +261,8 @@ def torch_no_grad() -> Any:
 
 def _vocab_embedding(model: Any) -> tuple[Any, str, Any] | None:
     """(parent, attribute, module) of the text side's largest nn.Embedding: the token table
-    (open_clip's token_embedding, or word_embeddings in a Hugging Face tower)."""
+    (open_clip's token_embedding, word_embeddings in a Hugging Face tower, or NLLB's
+    M2M100ScaledWordEmbedding, a subclass that scales its rows)."""
     from torch import nn
 
     best = None
@@ -269,11 +270,21 @@ def _vocab_embedding(model: Any) -> tuple[Any, str, Any] | None:
         if name == "visual" or name.startswith("visual."):
             continue
         for attr, child in module.named_children():
-            if type(child) is nn.Embedding and (
+            if isinstance(child, nn.Embedding) and (
                 best is None or child.num_embeddings > best[2].num_embeddings
             ):
                 best = (module, attr, child)
     return best
+
+
+def _table_rows(table: Any) -> np.ndarray:
+    """Every row as the tower receives it: the module's own forward over all ids, so a
+    subclass's scaling (NLLB multiplies by sqrt(width)) is in the stored table."""
+    import torch
+
+    with torch.no_grad():
+        ids = torch.arange(table.num_embeddings, device=table.weight.device)
+        return table(ids).float().cpu().numpy()
 
 
 def _trace_without_table(

@@ -149,6 +149,98 @@ def mobileclip_config() -> dict:
     }
 
 
+def eva02_config() -> dict:
+    """EVA02-B-16's layout in miniature: timm's EVA02 image tower (rotary position embedding,
+    SwiGLU MLP, class-token pooling, its head as the projection) at timm's smallest EVA02,
+    which is built at its own 224 px, and a causal CLIP-BPE text tower."""
+    return {
+        "embed_dim": 32,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": 224,
+            "timm_model_name": "eva02_tiny_patch14_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": None,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+        },
+    }
+
+
+def pe_config() -> dict:
+    """PE-Core-T-16-384's layout in miniature: timm's PE-Core tiny image tower (rotary 2D
+    positions, attention-pool 'map' head, its head as the projection) at its own 384 px, and
+    a causal CLIP-BPE text tower with PE's 32-token context."""
+    return {
+        "embed_dim": 32,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": 384,
+            "timm_model_name": "vit_pe_core_tiny_patch16_384",
+            "timm_model_pretrained": False,
+            "timm_pool": "map",
+            "timm_proj": None,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+        },
+    }
+
+
+def nllb_config(folder: Path) -> dict:
+    """nllb-clip-base's layout in miniature: the encoder of a Hugging Face M2M100 (NLLB) model
+    as text tower (scaled word embedding, sinusoidal positions), first-token pooling, linear
+    projection, and the standard ViT image tower.  Config and tokenizer in a local folder, as
+    open_clip would fetch them from the hub; the tokenizer frames text as NLLB's does."""
+    from transformers import M2M100Config
+
+    tokenizer = build_tokenizer(folder / "tokenizer", xlmr=True)
+    M2M100Config(
+        vocab_size=400,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        scale_embedding=True,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    ).save_pretrained(folder / "model")
+    return {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "hf_model_name": str(folder / "model"),
+            "hf_tokenizer_name": str(tokenizer),
+            "hf_model_pretrained": False,
+            "hf_proj_type": "linear",
+            "hf_pooler_type": "cls_pooler",
+        },
+    }
+
+
 def varied_strings(n: int, seed: int = 0) -> list[str]:
     """Captions and queries of every kind a user may type: words, case, punctuation, digits,
     CJK, emoji, accents, HTML entities, odd whitespace, and texts far over the context."""
