@@ -166,6 +166,11 @@ class Layout:
         """Where `repair` builds a fresh database before swapping it in."""
         return self.directory / f"{DB_NAME}.salvage"
 
+    @property
+    def salvage_source(self) -> Path:
+        """A copy of a database whose header `repair` restored, to salvage rows from."""
+        return self.directory / f"{DB_NAME}.salvage-source"
+
     def damaged_backup(self, stamp: str) -> Path:
         """Where `repair` keeps a damaged database it replaced."""
         return self.directory / f"{DB_NAME}.damaged-{stamp}"

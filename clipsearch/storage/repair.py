@@ -121,15 +121,69 @@ def _salvage(db: Path) -> tuple[Path, dict[str, int], list[str]]:
     fresh = Layout(db.parent).salvage
     fresh.unlink(missing_ok=True)
     create_private_file(fresh)
+    source = _with_header_restored(db)
     try:
-        counts, notes = _copy_readable(db, fresh)
+        counts, notes = _copy_readable(source, fresh)
     except BaseException:
         fresh.unlink(missing_ok=True)
         raise
+    finally:
+        if source != db:
+            _remove_with_log(source)
     backup = _set_aside(db)
     os.replace(fresh, db)
     fsync_path(db.parent)
     return backup, counts, notes
+
+
+# The fixed parts of SQLite's 100-byte file header (https://sqlite.org/fileformat.html).
+_MAGIC = b"SQLite format 3\x00"
+_DEFAULT_PAGE_SIZE = 4096  # SQLite's default since 3.12; clipsearch never sets another
+_PAYLOAD_FRACTIONS = bytes([64, 32, 32])  # bytes 21-23, the same in every SQLite file
+
+
+def _with_header_restored(db: Path) -> Path:
+    """`db`, or a copy of it (with its log) whose damaged header fields were restored.
+
+    SQLite reads nothing from a file whose first 16 bytes are not its magic string, so a
+    few scribbled header bytes made `repair` start an empty library although every page
+    of rows was intact.  Only fields with one right value (or clipsearch's own: the page
+    size) are restored; the original stays as it was, to be kept aside as the damaged one.
+    """
+    with open(db, "rb") as f:
+        header = bytearray(f.read(100))
+    if len(header) < 100 or _restore_header(header, db) == bytes(header[:24]):
+        return db
+    copy = Layout(db.parent).salvage_source
+    _remove_with_log(copy)
+    shutil.copyfile(db, copy)
+    for log, copied in zip(
+        Layout(db.parent).wal_files(db), Layout(db.parent).wal_files(copy), strict=True
+    ):
+        if log.exists():
+            shutil.copyfile(log, copied)
+    with open(copy, "r+b") as f:
+        f.write(_restore_header(header, db))
+    return copy
+
+
+def _restore_header(header: bytearray, db: Path) -> bytes:
+    """The first 24 header bytes with the magic string, page size, format versions and
+    payload fractions put back where they hold an impossible value."""
+    fixed = bytearray(header[:24])
+    fixed[:16] = _MAGIC
+    size = int.from_bytes(fixed[16:18], "big")
+    if not (size == 1 or (512 <= size <= 32768 and size & (size - 1) == 0)):
+        fixed[16:18] = _DEFAULT_PAGE_SIZE.to_bytes(2, "big")
+    if fixed[18] not in (1, 2) or fixed[19] not in (1, 2):
+        fixed[18] = fixed[19] = 2 if Path(f"{db}-wal").exists() else 1
+    fixed[21:24] = _PAYLOAD_FRACTIONS
+    return bytes(fixed)
+
+
+def _remove_with_log(db: Path) -> None:
+    for path in (db, *Layout(db.parent).wal_files(db)):
+        path.unlink(missing_ok=True)
 
 
 def _copy_readable(db: Path, fresh: Path) -> tuple[dict[str, int], list[str]]:

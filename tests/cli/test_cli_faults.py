@@ -471,6 +471,22 @@ def test_damaged_database_is_reported_and_repaired(tmp_path, home, tiny_checkpoi
     assert len(query_paths("x")) == 40
 
 
+def test_a_damaged_header_is_restored_before_salvaging(indexed, home):
+    """Eight scribbled header bytes made repair start an empty library; every page of rows
+    was intact."""
+    db = checkpoint(home)
+    with open(db, "r+b") as f:
+        f.write(b"\xff" * 8)
+    one_error_line(cli("status"), "is damaged", "clipsearch repair")
+
+    repaired = cli("repair")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "recovered 12 photos" in repaired.stdout, repaired.stdout
+    assert not list(home.glob("library.db.salvage*"))
+    assert len(query_paths("x")) == 12
+    assert json.loads(cli("index", "--json").stdout)["unchanged"] == 12
+
+
 def test_unreadable_database_is_reported_and_replaced(indexed, home, tiny_checkpoint):
     db = checkpoint(home)
     db.write_bytes(b"this is not SQLite" * 10 + db.read_bytes()[180:])
