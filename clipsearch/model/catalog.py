@@ -5,11 +5,11 @@ these tags), counted with `python -m clipsearch.model.catalog --count`: open_cli
 each architecture on torch's meta device (no weights, no network); XLM-R's text tower, whose
 config open_clip fetches from the hub, was counted from its published config.  `img_s` is
 `end_to_end_ips` of `clipsearch bench index --synthetic 100 --megapixels 12 --backfill 100
---model NAME`, both models run alone the same hour on this project's 2-vCPU machine, with random
-weights (speed does not depend on weight values); None where not measured
-yet.  `recall` is published quality with its source: Immich's model table reports
-Crossmodal-3600 text↔image recall (mean of R@1/5/10 over 36 languages).  Nothing here imports
-torch.
+--model NAME --json`, each model run alone on this project's 2-vCPU machine between 06:00 and
+07:00 UTC on 7 December 2026, with random weights (speed does not depend on weight values) and
+bench's offline tokenizer stand-ins; None where not measured yet.  `recall` is published
+quality with its source: Immich's model table reports Crossmodal-3600 text↔image recall
+(mean of R@1/5/10 over 36 languages).  Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "multilingual (XLM-R)",
         512,
         1464,
-        None,
+        14.6,
         None,
         None,
         "queries in 100 languages; needs the transformers package",
@@ -87,7 +87,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "English",
         512,
         300,
-        None,
+        7.7,
         None,
         None,
         "smallest download; a phone-sized image tower, slower than ViT-B-32 on this CPU",
