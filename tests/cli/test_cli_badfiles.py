@@ -260,13 +260,17 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
     from clipsearch.indexing import pipeline
 
     root = tmp_path / "Photos"
-    for seed in range(6):
+    # More than eight files: a run of eight or fewer decodes inline, in this very process,
+    # and the kill below then took pytest with it (once the user cache held the export).
+    for seed in range(9):
         save_photo(root / f"p{seed}.jpg", seed=seed)
-    save_photo(root / "killer.jpg", seed=9)
+    save_photo(root / "killer.jpg", seed=99)
     real = imaging.load_image_and_metadata
+    test_process = os.getpid()
 
     def die_on_killer(path, **kwargs):
         if Path(path).name == "killer.jpg":
+            assert os.getpid() != test_process, "decoded inline: no worker to kill"
             os.kill(os.getpid(), signal.SIGKILL)
         return real(path, **kwargs)
 
@@ -274,9 +278,9 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
     monkeypatch.setattr(pipeline, "worker_plan", lambda *_: pipeline.WorkerPlan(1, 1))
     summary, stderr = index_json(root, "--model", TINY, "--pretrained", tiny_checkpoint)
 
-    assert summary["indexed"] == 6 and summary["skipped"] == 1, stderr
+    assert summary["indexed"] == 9 and summary["skipped"] == 1, stderr
     assert [(Path(e["path"]).name, e["reason"]) for e in summary["errors"]] == [
         ("killer.jpg", pipeline.WORKER_DIED)
     ]
     again, _ = index_json()
-    assert again["indexed"] == 0 and again["unchanged"] == 6 and again["errors"] == []
+    assert again["indexed"] == 0 and again["unchanged"] == 9 and again["errors"] == []
