@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -374,10 +375,16 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 def _context():
     """Fork on Linux: a worker is ready in milliseconds instead of ~0.5 s of Python start and
     imports, and shares the parent's pages (PSS counts them once).  The parent holds no torch
-    on this path, and its onnxruntime threads sleep; the child touches neither.  Elsewhere
-    spawn (macOS forbids forking a process that has started system frameworks)."""
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return multiprocessing.get_context(method)
+    on this path, and its onnxruntime threads sleep; the child touches neither.  But only
+    while this is the process's one Python thread: a child forked while another thread (the
+    first run's export, writing the towers in torch) held a lock waited for it for ever (seen
+    in the test suite: a worker stuck in an at-fork handler, the run hung).  Then forkserver,
+    which forks from a clean, single-threaded server.  Elsewhere spawn (macOS forbids forking
+    a process that has started system frameworks)."""
+    if not sys.platform.startswith("linux"):
+        return multiprocessing.get_context("spawn")
+    alone = threading.active_count() == 1
+    return multiprocessing.get_context("fork" if alone else "forkserver")
 
 
 def _init_plain_worker() -> None:

@@ -274,6 +274,11 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
             os.kill(os.getpid(), signal.SIGKILL)
         return real(path, **kwargs)
 
+    # The model's export written first, in another library: with the export thread of a
+    # first run alive, workers start by forkserver and would not see the patch below.
+    save_photo(tmp_path / "warm" / "w.jpg", seed=1)
+    warm = ("--model", TINY, "--pretrained", tiny_checkpoint, "--library", tmp_path / "wl")
+    index_json(tmp_path / "warm", *warm)
     monkeypatch.setattr(imaging, "load_image_and_metadata", die_on_killer)
     monkeypatch.setattr(pipeline, "worker_plan", lambda *_: pipeline.WorkerPlan(1, 1))
     summary, stderr = index_json(root, "--model", TINY, "--pretrained", tiny_checkpoint)

@@ -68,3 +68,29 @@ def test_a_photo_that_kills_its_worker_is_failed_and_the_rest_embedded(tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert len(files) == 13
+
+
+def test_with_another_thread_alive_workers_start_from_a_clean_server(tmp_path):
+    """Forking while another thread (the first run's export) held a lock left a worker stuck
+    for ever; with a second thread alive the pool starts its workers by forkserver instead,
+    and gives the same outcomes."""
+    import threading
+
+    from clipsearch.indexing import pipeline
+
+    files = _files(tmp_path, 9)
+    assert pipeline._context().get_start_method() == "fork"
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert pipeline._context().get_start_method() == "forkserver"
+        pooled = _run(files, 2)
+    finally:
+        release.set()
+        other.join()
+    inline = _run(files, 0)
+    assert [o.path for o in pooled] == [o.path for o in inline]
+    for a, b in zip(inline, pooled, strict=True):
+        if isinstance(a, Embedded):
+            np.testing.assert_array_equal(a.vector, b.vector)
