@@ -127,3 +127,11 @@ def run_in_terminal(*args: str, env: dict | None = None, timeout=120) -> tuple[i
         chunks.append(chunk)
     os.close(controller)
     return proc.wait(timeout=timeout), b"".join(chunks)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The Ray tests run last: a Ray runtime leaves threads in this process, and the tests
+    that index in-process fork decode workers, which a process with other threads must not
+    do safely (the pipeline then starts them by forkserver, and the tests that patch what a
+    worker runs need the fork)."""
+    items.sort(key=lambda item: "ray" in Path(str(item.fspath)).stem.split("_"))

@@ -20,7 +20,7 @@ from ..errors import ClipsearchError
 from ..fsutil import fsync_path
 from . import photometa
 from .db import SCHEMA, SCHEMA_VERSION, Store, create_private_file, explain, table_columns
-from .layout import Layout
+from .layout import Layout, UserCache
 from .lock import write_lock
 from .vectorfile import rebuild_index
 
@@ -389,7 +389,7 @@ def _fix_exports(store: Store) -> list[str]:
     from ..model.exportfile import verify_export
 
     notes = []
-    for kind, folder in (("text", store.layout.text_export), ("image", store.layout.image_export)):
+    for kind, folder in _export_folders(store):
         problem = verify_export(folder, store.dim())
         if problem:
             shutil.rmtree(folder, ignore_errors=True)
@@ -398,6 +398,17 @@ def _fix_exports(store: Store) -> list[str]:
                 "exports it again"
             )
     return notes
+
+
+def _export_folders(store: Store) -> tuple[tuple[str, Path], ...]:
+    """The towers this library's queries use: the user cache's export it recorded (shared by
+    every library of that checkpoint, so a damaged one is damaged for all), else its own
+    `text/` and `image/` from before the cache."""
+    key = store.meta("export")
+    if key:
+        cache = UserCache.default()
+        return (("text", cache.text_export(key)), ("image", cache.image_export(key)))
+    return (("text", store.layout.text_export), ("image", store.layout.image_export))
 
 
 def _fix_vector_sizes(store: Store) -> list[str]:

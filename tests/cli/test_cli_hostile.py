@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -231,8 +232,21 @@ def test_max_megapixels_must_be_a_positive_finite_number(photos, home, value):
 def indexed(photos, home, tiny_checkpoint) -> Path:
     result = cli("index", photos, *model(tiny_checkpoint))
     assert result.exit_code == 0, result.stderr
-    assert (home / "text" / "weights.bin").exists()
+    assert text_weights(home).exists()
     return home
+
+
+def text_weights(library: Path) -> Path:
+    """The text tower's weights this library's queries use: the user cache's export it
+    recorded (issue 12), else its own `text/` folder."""
+    import sqlite3
+
+    from clipsearch.storage.layout import UserCache
+
+    with sqlite3.connect(library / "library.db") as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'export'").fetchone()
+    folder = UserCache.default().text_export(row[0]) if row else library / "text"
+    return folder / "weights.bin"
 
 
 def edit_db(library: Path, sql: str, *args) -> None:
@@ -300,6 +314,9 @@ def test_a_library_db_from_another_model_is_one_line_and_repair_fixes_it(tmp_pat
     with Library.open(other, model=TINY, pretrained=str(checkpoint), create=True) as lib:
         lib.use_encoder(PixelEncoder())
         lib.index([photos])
+    # A library from before the user cache kept its towers in its own folder: the copied
+    # database (which records no export) then meets towers of another size.
+    shutil.copytree(text_weights(indexed).parent, indexed / "text")
     for name in ("library.db-wal", "library.db-shm"):
         (indexed / name).unlink(missing_ok=True)
     (indexed / "library.db").write_bytes((other / "library.db").read_bytes())
@@ -315,7 +332,7 @@ def test_a_library_db_from_another_model_is_one_line_and_repair_fixes_it(tmp_pat
 
 def test_a_damaged_text_export_is_an_error_not_silence_and_repair_removes_it(indexed):
     """weights.bin overwritten with 0xFF: NaN vectors, every text query returned nothing."""
-    weights = indexed / "text" / "weights.bin"
+    weights = text_weights(indexed)
     weights.write_bytes(b"\xff" * weights.stat().st_size)
 
     one_error_line(cli("query", "sky"), "invalid query vector", "clipsearch repair")
@@ -324,7 +341,7 @@ def test_a_damaged_text_export_is_an_error_not_silence_and_repair_removes_it(ind
     assert "removed the exported text model (its files do not match" in repaired.stdout
     assert "image model" not in repaired.stdout  # the intact tower stays
     assert len(query_paths("sky")) == 3  # torch again, and a fresh export
-    assert (indexed / "text" / "weights.bin").exists()
+    assert text_weights(indexed).exists()
 
 
 # -- Medium 9: a read-only library -----------------------------------------------------------
