@@ -255,6 +255,7 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
 ):
     """A worker killed mid-decode (the OOM killer's way) used to end the run in a
     'DataLoader worker exited unexpectedly' traceback, and every later run did the same."""
+    import multiprocessing
     import signal
 
     from clipsearch.indexing import pipeline
@@ -280,6 +281,9 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
     warm = ("--model", TINY, "--pretrained", tiny_checkpoint, "--library", tmp_path / "wl")
     index_json(tmp_path / "warm", *warm)
     monkeypatch.setattr(imaging, "load_image_and_metadata", die_on_killer)
+    # Workers must be forks to see the patch: with a thread left by an earlier test alive,
+    # the pipeline would start them by forkserver.
+    monkeypatch.setattr(pipeline, "_context", lambda: multiprocessing.get_context("fork"))
     monkeypatch.setattr(pipeline, "worker_plan", lambda *_: pipeline.WorkerPlan(1, 1))
     summary, stderr = index_json(root, "--model", TINY, "--pretrained", tiny_checkpoint)
 
