@@ -6,6 +6,7 @@ through a temporary file in the same folder, fsync, then an atomic rename.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -48,3 +49,27 @@ def replace_atomically(
         raise
     if durable:
         fsync_path(path.parent)
+
+
+def read_json_table(path: os.PathLike | str) -> dict:
+    """A small JSON object kept in the user cache; missing, unreadable or not an object: {}."""
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def write_json_table(path: os.PathLike | str, table: dict) -> None:
+    """Replace such a table all at once; one that cannot be written only means working it out
+    again next time (a cache, so no fsync)."""
+    path = Path(path)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(table, indent=1), encoding="utf-8")
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, write, durable=False)
+    except OSError:
+        pass

@@ -4,6 +4,7 @@ loaded through `--pretrained FILE` exactly as real weights are, and photo-like t
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -135,3 +136,15 @@ def pytest_collection_modifyitems(session, config, items):
     do safely (the pipeline then starts them by forkserver, and the tests that patch what a
     worker runs need the fork)."""
     items.sort(key=lambda item: "ray" in Path(str(item.fspath)).stem.split("_"))
+
+
+def committed(library: Path) -> int:
+    """Photos committed so far, read as any other process would."""
+    try:
+        conn = sqlite3.connect(f"file:{library / 'library.db'}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0

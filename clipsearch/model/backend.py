@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ClipsearchError
+from ..fsutil import read_json_table, write_json_table
 
 AUTO, TORCH, ORT = "auto", "torch", "onnxruntime"
 BACKENDS = (AUTO, TORCH, ORT)
@@ -177,20 +178,9 @@ def recorded_choice(path: Path, model_key: str) -> Choice | None:
 
 def record_choice(path: Path, model_key: str, choice: Choice) -> None:
     """Keep a measured choice; a cache that cannot be written only means measuring again."""
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(table, dict):
-            table = {}
-    except (OSError, ValueError):
-        table = {}
+    table = read_json_table(path)
     table[f"{machine_key()}/{model_key}"] = choice.as_dict()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(table, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    write_json_table(path, table)
 
 
 def pick_measured(rates: dict[str, float], cosines: dict[str, float]) -> Choice:

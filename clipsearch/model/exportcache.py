@@ -11,10 +11,9 @@ has no key; the library's own folders serve it, as they did before.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 
+from ..fsutil import read_json_table, write_json_table
 from ..storage.layout import UserCache
 from .spec import ModelSpec
 
@@ -59,7 +58,7 @@ def checkpoint_hash(path: str, cache: UserCache) -> str | None:
     except OSError:
         return None
     stamp = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
-    table = _read_table(cache.checkpoint_hashes)
+    table = read_json_table(cache.checkpoint_hashes)
     if stamp in table:
         return table[stamp]
     digest = hashlib.sha256()
@@ -70,28 +69,9 @@ def checkpoint_hash(path: str, cache: UserCache) -> str | None:
     except OSError:
         return None
     table[stamp] = digest.hexdigest()
-    _write_table(cache.checkpoint_hashes, table)
+    write_json_table(cache.checkpoint_hashes, table)
     return table[stamp]
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _read_table(path: Path) -> dict[str, str]:
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return table if isinstance(table, dict) else {}
-
-
-def _write_table(path: Path, table: dict[str, str]) -> None:
-    """Atomically; a cache that cannot be written only means hashing again next time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(table, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass

@@ -7,14 +7,13 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli, save_photo
+from conftest import TINY, committed, run_cli, save_photo
 
 from clipsearch import Library
 
@@ -50,18 +49,6 @@ def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 180)
         assert proc.poll() is None, f"the process ended before {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
-
-
-def committed(library: Path) -> int:
-    """Photos committed so far, read as any other process would."""
-    try:
-        conn = sqlite3.connect(f"file:{library / 'library.db'}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 def holds_lock(library: Path, proc: subprocess.Popen) -> bool:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY, photo, run_cli
+from conftest import TINY, committed, photo, run_cli
 from typer.testing import CliRunner
 
 from clipsearch import Library
@@ -146,17 +146,6 @@ def test_a_worker_killed_mid_run_costs_nothing(ray_runtime, photos, tiny_checkpo
     rerun = index(library, photos, tiny_checkpoint, ray=RayOptions("local", 2))
     assert rerun.indexed == 0 and rerun.unchanged == PHOTOS
     check_complete(library, photos)
-
-
-def committed(library: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{library / 'library.db'}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.slow
