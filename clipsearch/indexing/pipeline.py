@@ -370,6 +370,12 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
+    # The pool's manager thread notices the dead workers and closes its wake-up pipe; waiting
+    # for it here leaves nothing to concurrent.futures' exit hook, which otherwise raced that
+    # close after Ctrl-C or SIGHUP and printed an OSError traceback (Bad file descriptor).
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=5)
 
 
 def _context():
