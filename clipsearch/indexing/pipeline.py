@@ -376,6 +376,9 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     manager = getattr(pool, "_executor_manager_thread", None)
     if manager is not None:
         manager.join(timeout=5)
+        from concurrent.futures import process as futures_process
+
+        getattr(futures_process, "_threads_wakeups", {}).pop(manager, None)
 
 
 def _context():
