@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,27 @@ def committed(library: Path) -> int:
             conn.close()
     except sqlite3.Error:
         return 0
+
+
+def gone(match, seconds: float) -> bool:
+    """Whether every live process whose /proc stat fields (pid, state, ppid, pgrp, ...) satisfy
+    `match` ends within `seconds`.  A zombie counts as ended: whoever inherited it may reap it
+    late, or never (a container's first process)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(match(stat) for stat in _live_stats()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _live_stats():
+    for entry in Path("/proc").iterdir():
+        try:
+            text = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        head, _, rest = text.rpartition(")")  # the name may hold spaces and brackets
+        fields = rest.split()
+        if fields and fields[0] != "Z":
+            yield (int(head.split(" (", 1)[0]), fields[0], int(fields[1]), int(fields[2]))

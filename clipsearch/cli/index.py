@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -107,6 +105,7 @@ def index(
 
     Example: clipsearch index ~/Photos --exclude 'Screenshots/'
     """
+    from ..indexing.stopping import stop_on_signals
     from ..output.summary import human_summary
 
     ray_options = ray_options_for(ray, workers, ray_ship_files)
@@ -121,7 +120,7 @@ def index(
         backend=backend,
         precision=precision,
     )
-    with lib, _progress() as progress, _sigterm_as_interrupt():
+    with lib, _progress() as progress, stop_on_signals():
         report = lib.index(
             paths or [],
             excludes=exclude,
@@ -160,19 +159,6 @@ def ray_options_for(address: str | None, workers: int | None, ship_files: bool):
     options = RayOptions(address, workers, ship_files)
     preflight(options)
     return options
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """`kill` (SIGTERM), or a closed terminal or ssh session (SIGHUP), stops an index run as
-    Ctrl-C does: what was embedded stays saved. SIGHUP used to kill it outright."""
-    stops = (signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in stops}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _rate_column():

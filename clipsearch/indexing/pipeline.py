@@ -210,6 +210,15 @@ def _init_worker(_: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _only_main_stops()
+
+
+def _only_main_stops() -> None:
+    """Ctrl-C, and the SIGHUP of a closed terminal, reach the whole process group: the main
+    process alone handles them (it stops the workers).  A DataLoader worker that took a
+    second Ctrl-C itself printed a KeyboardInterrupt traceback from its exit handlers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.excepthook = _quiet_when_abandoned
 
 
@@ -327,7 +336,7 @@ def _plain_batches(files, encoder, size: int, max_pixels, workers: int) -> Itera
 def _plain_until_a_worker_dies(dataset, todo: deque, encoder, workers: int):
     """Take batches from `todo` until it is empty (returns no suspects) or a worker dies
     (returns the files of every batch then in flight)."""
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_plain_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_only_main_stops)
     pending: deque[tuple[range, Future]] = deque()
     try:
         while todo or pending:
@@ -351,7 +360,7 @@ def _plain_until_a_worker_dies(dataset, todo: deque, encoder, workers: int):
 
 def _plain_alone(dataset: PhotoDataset, i: int, encoder) -> Embedded | Failed:
     """One suspect file in a worker of its own: its outcome, or WORKER_DIED if it dies again."""
-    pool = ProcessPoolExecutor(1, mp_context=_context(), initializer=_init_plain_worker)
+    pool = ProcessPoolExecutor(1, mp_context=_context(), initializer=_only_main_stops)
     try:
         batch, items = pool.submit(decode_batch, dataset, [i]).result()
     except BrokenProcessPool:
@@ -394,14 +403,6 @@ def _context():
         return multiprocessing.get_context("spawn")
     alone = threading.active_count() == 1
     return multiprocessing.get_context("fork" if alone else "forkserver")
-
-
-def _init_plain_worker() -> None:
-    """Ctrl-C, and the SIGHUP of a closed terminal, reach the whole process group: the main
-    process alone handles them (it stops the workers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sys.excepthook = _quiet_when_abandoned
 
 
 def _embed_batch(batch, items: list[Decoded], encoder: ImageEncoder) -> list[Embedded | Failed]:

@@ -20,6 +20,7 @@ from .pipeline import DISAPPEARED, Embedded, Failed, embed_files
 from .plan import Plan, plan_changes
 from .roots import device_of
 from .scan import FoundFile, ScanResult
+from .stopping import shielded
 
 COMMIT_SECONDS = 10.0  # how much work a crash may cost; $CLIPSEARCH_COMMIT_SECONDS overrides
 # progress(done, total) as files are embedded.  A progress object may also have
@@ -145,7 +146,8 @@ def _commit_all(store, total: int, batches, report, progress) -> None:
     try:
         with contextlib.closing(batches):
             for outcomes in batches:
-                _record_batch(store, outcomes, report)
+                with shielded():  # counted and stored together, or neither
+                    _record_batch(store, outcomes, report)
                 for outcome in outcomes:
                     if isinstance(outcome, Failed):
                         note_skip(progress, outcome.path, outcome.reason)
@@ -153,11 +155,13 @@ def _commit_all(store, total: int, batches, report, progress) -> None:
                 if progress:
                     progress(done, total)
                 if time.monotonic() - last_commit >= interval:
-                    store.commit()
-                    store.begin()
+                    with shielded():
+                        store.commit()
+                        store.begin()
                     last_commit = time.monotonic()
     finally:
-        store.commit()
+        with shielded():
+            store.commit()
         report.embed_seconds = time.monotonic() - started
 
 

@@ -10,6 +10,7 @@ on where the killed one stopped.  The other faults are injected in-process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS, TINY, photo, run_cli, save_photo
+from conftest import MODELS, TINY, gone, photo, run_cli, save_photo
 from typer.testing import CliRunner
 
 from clipsearch import Library
@@ -147,8 +148,12 @@ def bigger_photos(tmp_path_factory) -> Path:
     return root
 
 
-def start_index(library: Path, photos: Path, checkpoint: Path, *extra: str) -> subprocess.Popen:
-    """`clipsearch index` committing every 0.2 s; --no-wait proves no lock outlives a kill."""
+def start_index(
+    library: Path, photos: Path, checkpoint: Path, *extra: str, group: bool = False
+) -> subprocess.Popen:
+    """`clipsearch index` committing every 0.2 s; --no-wait proves no lock outlives a kill.
+    group=True: in a process group of its own, as a terminal's foreground job is, so a
+    signal to the group reaches the decode workers too (as Ctrl-C does)."""
     args = ["index", photos, "--library", library, "--model", TINY, "--pretrained", checkpoint]
     return subprocess.Popen(
         [sys.executable, "-m", "clipsearch", *map(str, args), *extra]
@@ -156,6 +161,7 @@ def start_index(library: Path, photos: Path, checkpoint: Path, *extra: str) -> s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "CLIPSEARCH_COMMIT_SECONDS": COMMIT_SECONDS},
+        process_group=0 if group else None,
     )
 
 
@@ -322,6 +328,49 @@ def test_interrupt_stops_cleanly_and_keeps_the_work(
     else:  # the model was loading: nothing to save yet
         assert err.decode() == "clipsearch: interrupted\n" or json.loads(out)["interrupted"]
     assert check_consistent(library, {str(p) for p in many_photos.iterdir()}) == saved
+
+
+def press_ctrl_c(proc: subprocess.Popen) -> None:
+    """SIGINT to the whole process group, as the terminal sends it (unless it already ended)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gap", [0.0, 0.05, 0.3])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_second_ctrl_c_quits_at_once_quietly_and_the_library_stays_sound(
+    gap, backend, many_photos, bigger_photos, tmp_path, tiny_checkpoint
+):
+    """Ctrl-C twice (SIGINT to the whole group, workers included) quits with 130: no
+    traceback, every line on stderr one of ours, no worker left behind, a library that
+    passes every check and that the next run completes without a word about damage."""
+    library, photos = tmp_path / "lib", many_photos
+    if backend == "onnxruntime":
+        first = start_index(tmp_path / "first", many_photos, tiny_checkpoint)
+        assert first.wait(timeout=120) == 0
+        photos = bigger_photos
+    proc = start_index(library, photos, tiny_checkpoint, "--backend", backend, group=True)
+    while proc.poll() is None and not committed(library)[0]:
+        time.sleep(0.01)
+    press_ctrl_c(proc)
+    time.sleep(gap)
+    press_ctrl_c(proc)
+    _, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode in (130, -signal.SIGINT), text
+    assert "Traceback" not in text and "Error" not in text, text
+    assert all(line.startswith("clipsearch: ") for line in text.splitlines() if line), text
+    assert gone(lambda stat: stat[3] == proc.pid, 10), "a decode worker outlived the run"
+    names = {str(p) for p in photos.iterdir()}
+    saved = check_consistent(library, names)
+    assert saved < KILL_PHOTOS
+    again = start_index(library, photos, tiny_checkpoint, "--backend", backend)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err.decode()
+    assert "repair" not in err.decode() and "damaged" not in err.decode()
+    assert json.loads(out)["indexed"] == KILL_PHOTOS - saved
+    assert check_consistent(library, names) == KILL_PHOTOS
 
 
 # -- full disks, read-only folders ---------------------------------------------------------
