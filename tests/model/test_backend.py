@@ -17,6 +17,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import backend, factory
 from clipsearch.model.backend import BF16, FP16, FP32, INT8, ORT, TORCH, Choice
+from clipsearch.model.base import normalised
 from clipsearch.model.factory import INDEX, Encoders, ExportDirs
 from clipsearch.model.imageort import (
     GRAPH_NAME,
@@ -193,6 +194,39 @@ def test_the_fastest_faithful_candidate_wins():
     assert backend.pick_measured(rates, faithful).label() == "torch bf16"
     lossy = {**faithful, "torch bf16": 0.99}
     assert backend.pick_measured(rates, lossy).label() == "onnxruntime fp32"
+
+
+def test_bf16_fidelity_counts_only_on_spread_vectors():
+    """Plain random weights put every input near every other: bf16 passed 0.999 there and was
+    chosen on an EPYC, though on spread weights it measured 0.9956 (bench index)."""
+    rng = np.random.default_rng(0)
+    spread = normalised(rng.standard_normal((4, 64)).astype(np.float32))
+    close = normalised(spread * 0.05 + 1.0)  # mean pairwise cosine ~0.99
+    assert backend.fidelity(close, close) == 0.0
+    nudged = normalised(spread + 0.001 * rng.standard_normal(spread.shape).astype(np.float32))
+    assert backend.fidelity(spread, nudged) > 0.999
+    assert backend.fidelity(spread, spread[[1, 0, 2, 3]]) == 0.0  # nearer another's vector
+
+
+def test_measuring_plain_random_weights_never_trusts_bf16(tiny_checkpoint, tmp_path, monkeypatch):
+    """The measurement itself, on the tiny model's random weights: whatever the rates (they
+    vary by machine), bf16 is not shown faithful there; both fp32 engines are."""
+    seen = {}
+    real = backend.pick_measured
+
+    def keeping(rates, cosines):
+        seen.update(cosines)
+        return real(rates, cosines)
+
+    monkeypatch.setattr(backend, "pick_measured", keeping)
+    encoder = factory.index_encoder(ModelSpec(TINY, str(tiny_checkpoint)), "cpu")
+    dirs = _dirs(tmp_path)
+    factory.export_towers(encoder, dirs)
+    choice = backend.measure(encoder, dirs.image)
+    assert choice is not None and choice.precision == FP32
+    assert seen["torch bf16"] < backend.MIN_COSINE
+    assert seen["torch fp32"] >= backend.MIN_COSINE <= seen["onnxruntime fp32"]
+    assert "torch bf16" in choice.reason  # its rate is still reported
 
 
 # --- fidelity on spread weights ---------------------------------------------------------------
