@@ -216,17 +216,32 @@ def _init_worker(_: int) -> None:
 def _only_main_stops() -> None:
     """Ctrl-C, and the SIGHUP of a closed terminal, reach the whole process group: the main
     process alone handles them (it stops the workers).  A DataLoader worker that took a
-    second Ctrl-C itself printed a KeyboardInterrupt traceback from its exit handlers."""
+    second Ctrl-C itself printed a KeyboardInterrupt traceback from its exit handlers.
+    SIGTERM, the way the main process stops a worker, gets its default action back: a forked
+    worker inherited the main process's Python handler for it and, asked to stop, went on
+    sleeping (seen in a clean-clone run: an orphan holding the terminal's pipes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.excepthook = _quiet_when_abandoned
+    threading.excepthook = _quiet_thread_when_abandoned
+
+
+# After Ctrl-C the indexer stops taking batches: a worker still handing one over finds the
+# pipe closed (ConnectionError), and the thread through which a DataLoader worker passes a
+# batch's shared memory finds the connection cut (EOFError).  That is expected, and no reason
+# to print a traceback on the terminal.
+_ABANDONED = (ConnectionError, EOFError)
 
 
 def _quiet_when_abandoned(kind, value, traceback) -> None:
-    """After Ctrl-C the indexer stops taking batches; a worker still handing one over finds
-    the pipe closed, which is expected and no reason to print a traceback on the terminal."""
-    if not issubclass(kind, ConnectionError):
+    if not issubclass(kind, _ABANDONED):
         sys.__excepthook__(kind, value, traceback)
+
+
+def _quiet_thread_when_abandoned(args) -> None:
+    if not issubclass(args.exc_type, _ABANDONED):
+        threading.__excepthook__(args)
 
 
 def embed_files(

@@ -84,15 +84,15 @@ def shielded() -> Iterator[None]:
 
 
 def quit_now() -> None:
-    """Stop the decode workers and end the process: 130, as for any Ctrl-C."""
+    """Kill the decode workers and end the process: 130, as for any Ctrl-C."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     # torch's DataLoader watches its workers with a SIGCHLD handler that raises when one is
     # killed; with the workers stopped on purpose, that would be a traceback.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for child in multiprocessing.active_children():
+    for child in multiprocessing.active_children():  # SIGKILL: nothing in them to save
         with contextlib.suppress(OSError):
-            child.terminate()
+            child.kill()
     if sys.stderr.isatty():
         sys.stderr.write("\x1b[?25h\n")  # the progress bar hid the cursor
     warn(QUIT_NOTE)

@@ -94,3 +94,46 @@ def test_with_another_thread_alive_workers_start_from_a_clean_server(tmp_path):
     for a, b in zip(inline, pooled, strict=True):
         if isinstance(a, Embedded):
             np.testing.assert_array_equal(a.vector, b.vector)
+
+
+def _worker_stop_settings() -> tuple:
+    import signal
+
+    return (
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+        signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,
+    )
+
+
+def test_a_forked_worker_dies_of_sigterm_whatever_the_main_process_handles():
+    """Workers forked while `index`'s stop guard handled SIGTERM inherited that Python handler:
+    one asked to stop went on sleeping, an orphan holding the terminal's pipes (a clean-clone
+    run hung there).  They take SIGTERM's default action, and leave Ctrl-C to the main one."""
+    import multiprocessing
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from clipsearch.indexing import pipeline
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(1, context, initializer=pipeline._only_main_stops) as pool:
+            assert pool.submit(_worker_stop_settings).result(timeout=60) == (True, True, True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_abandoned_workers_cut_connection_prints_no_traceback(capsys):
+    """multiprocessing's resource sharer, through which a DataLoader worker hands over a
+    batch's shared memory, reports a connection cut by Ctrl-C (EOFError) through
+    sys.excepthook: a clean-clone run printed that traceback."""
+    from clipsearch.indexing import pipeline
+
+    for error in (EOFError(), BrokenPipeError(), ConnectionResetError()):
+        pipeline._quiet_when_abandoned(type(error), error, None)
+    pipeline._quiet_when_abandoned(ValueError, ValueError("real"), None)
+    printed = capsys.readouterr().err
+    assert printed.strip().endswith("ValueError: real")
+    assert "EOFError" not in printed and "Pipe" not in printed and "Reset" not in printed
