@@ -286,11 +286,10 @@ def embed_files(
 def _embed_until_a_worker_dies(files, encoder, size, max_pixels, workers):
     """Run one DataLoader over files; returns (files yielded, indices being decoded by workers
     when one died), the latter empty when the loader finished."""
-    import multiprocessing
-
     from torch.utils.data import DataLoader
 
-    busy = multiprocessing.Array("q", [-1] * workers, lock=False) if workers else None
+    context = _context() if workers else None  # forkserver while other threads run, as below
+    busy = context.Array("q", [-1] * workers, lock=False) if context else None
     dataset = PhotoDataset(files, encoder.preprocess, encoder.image_size, max_pixels, busy)
     loader = DataLoader(
         dataset,
@@ -300,6 +299,7 @@ def _embed_until_a_worker_dies(files, encoder, size, max_pixels, workers):
         worker_init_fn=_init_worker if workers else None,
         prefetch_factor=2 if workers else None,
         pin_memory=encoder.device == "cuda",
+        multiprocessing_context=context,
     )
     batches, done = iter(loader), 0
     while True:
@@ -411,9 +411,10 @@ def _context():
     on this path, and its onnxruntime threads sleep; the child touches neither.  But only
     while this is the process's one Python thread: a child forked while another thread (the
     first run's export, writing the towers in torch) held a lock waited for it for ever (seen
-    in the test suite: a worker stuck in an at-fork handler, the run hung).  Then forkserver,
-    which forks from a clean, single-threaded server.  Elsewhere spawn (macOS forbids forking
-    a process that has started system frameworks)."""
+    in the test suite: a worker stuck in an at-fork handler, the run hung; and a DataLoader
+    worker stuck formatting a stack in torch's seeding, in a clean-clone run).  Then
+    forkserver, which forks from a clean, single-threaded server.  Elsewhere spawn (macOS
+    forbids forking a process that has started system frameworks)."""
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     alone = threading.active_count() == 1

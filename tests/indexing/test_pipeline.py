@@ -96,6 +96,48 @@ def test_with_another_thread_alive_workers_start_from_a_clean_server(tmp_path):
             np.testing.assert_array_equal(a.vector, b.vector)
 
 
+def test_with_another_thread_alive_dataloader_workers_start_from_a_clean_server(
+    tmp_path, monkeypatch
+):
+    """The torch path's DataLoader forked its workers whatever threads ran: a clean-clone run
+    hung with a worker stuck in torch's seeding (a lock held at fork time by another thread).
+    It takes the same start method as the plain workers, with the same outcomes."""
+    import threading
+
+    import torch.utils.data
+    from fakes import PixelEncoder
+
+    contexts = []
+    real = torch.utils.data.DataLoader
+
+    def recording(*args, **kwargs):
+        contexts.append(kwargs.get("multiprocessing_context"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", recording)
+    files = _files(tmp_path, 9)
+
+    def run(workers: int) -> list:
+        batches = embed_files(files, PixelEncoder(), batch_size=4, max_pixels=None, workers=workers)
+        return [outcome for batch in batches for outcome in batch]
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        pooled = run(1)
+    finally:
+        release.set()
+        other.join()
+    alone = run(1)
+    assert [c.get_start_method() for c in contexts] == ["forkserver", "fork"]
+    inline = run(0)
+    assert [o.path for o in pooled] == [o.path for o in inline] == [o.path for o in alone]
+    for a, b in zip(inline, pooled, strict=True):
+        if isinstance(a, Embedded):
+            np.testing.assert_array_equal(a.vector, b.vector)
+
+
 def _worker_stop_settings() -> tuple:
     import signal
 
