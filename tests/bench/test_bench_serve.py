@@ -40,3 +40,20 @@ def test_bench_serve_refuses_a_library_smaller_than_a_page(tmp_path):
     result = CliRunner().invoke(app, ["bench", "serve", "--vectors", "10", "--json"])
     assert result.exit_code == 2
     assert "--vectors" in result.stderr and "31" in result.stderr
+
+
+def test_the_servers_cpu_time_counts_less_than_a_clock_tick():
+    """/proc's stat counts CPU in 10 ms ticks: two quick queries once measured 0.0 ms in a
+    clean-clone run.  A millisecond of work must show."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from clipsearch.bench.serve import Client
+
+    client = Client(SimpleNamespace(pid=os.getpid()), "http://127.0.0.1:1/", 0.0)
+    before = client.cpu_seconds()
+    end = time.thread_time() + 0.001
+    while time.thread_time() < end:
+        pass
+    assert 0.0005 < client.cpu_seconds() - before < 1.0
