@@ -264,9 +264,12 @@ def embed_files(
     plan = worker_plan(encoder.device, cores)
     workers = plan.workers if workers is None else workers
     size = batch_size or default_batch_size(encoder.device)
+    if len(files) <= INLINE_FILES:
+        # Even a forked worker costs more than decoding a few photos, and one started by
+        # forkserver (the first run of a model, while its export thread runs) ~5 s more: a
+        # new library of one photo took 16.7 s instead of 11.
+        workers = 0
     if getattr(encoder, "torch_free", False):
-        if len(files) <= INLINE_FILES:
-            workers = 0  # even a forked worker costs more than decoding a few photos
         yield from _plain_batches(files, encoder, size, max_pixels, workers)
         return
     import torch

@@ -93,8 +93,26 @@ def quit_now() -> None:
     for child in multiprocessing.active_children():  # SIGKILL: nothing in them to save
         with contextlib.suppress(OSError):
             child.kill()
+    _unlink_semaphores()
     if sys.stderr.isatty():
         sys.stderr.write("\x1b[?25h\n")  # the progress bar hid the cursor
     warn(QUIT_NOTE)
     sys.stderr.flush()
     os._exit(EXIT_INTERRUPTED)
+
+
+def _unlink_semaphores() -> None:
+    """Unlink the named semaphores of the queues made for workers started by forkserver (the
+    first run of a model, while its export thread runs), as the exit handlers that os._exit
+    skips would have: else multiprocessing's resource tracker removes them and warns about
+    "11 leaked semaphore objects" on stderr."""
+    import gc
+    from multiprocessing import resource_tracker, synchronize
+
+    for found in gc.get_objects():
+        if issubclass(type(found), synchronize.SemLock):  # type(): no lazy module's getattr
+            name = getattr(getattr(found, "_semlock", None), "name", None)
+            if name:
+                with contextlib.suppress(OSError):
+                    synchronize.sem_unlink(name)
+                    resource_tracker.unregister(name, "semaphore")
