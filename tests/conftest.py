@@ -173,3 +173,15 @@ def _live_stats():
         fields = rest.split()
         if fields and fields[0] != "Z":
             yield (int(head.split(" (", 1)[0]), fields[0], int(fields[1]), int(fields[2]))
+
+
+@pytest.fixture()
+def forked_workers(monkeypatch):
+    """Decode workers forked from this process whatever it holds, for tests whose patches the
+    workers must inherit: in a process holding torch (this one) plain workers otherwise start
+    by forkserver, clean of any patch."""
+    import multiprocessing
+
+    from clipsearch.indexing import pipeline
+
+    monkeypatch.setattr(pipeline, "_context", lambda **_: multiprocessing.get_context("fork"))

@@ -354,7 +354,8 @@ def _plain_batches(files, encoder, size: int, max_pixels, workers: int) -> Itera
 def _plain_until_a_worker_dies(dataset, todo: deque, encoder, workers: int):
     """Take batches from `todo` until it is empty (returns no suspects) or a worker dies
     (returns the files of every batch then in flight)."""
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_only_main_stops)
+    context = _context(plain=True)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_only_main_stops)
     pending: deque[tuple[range, Future]] = deque()
     try:
         while todo or pending:
@@ -378,7 +379,7 @@ def _plain_until_a_worker_dies(dataset, todo: deque, encoder, workers: int):
 
 def _plain_alone(dataset: PhotoDataset, i: int, encoder) -> Embedded | Failed:
     """One suspect file in a worker of its own: its outcome, or WORKER_DIED if it dies again."""
-    pool = ProcessPoolExecutor(1, mp_context=_context(), initializer=_only_main_stops)
+    pool = ProcessPoolExecutor(1, mp_context=_context(plain=True), initializer=_only_main_stops)
     try:
         batch, items = pool.submit(decode_batch, dataset, [i]).result()
     except BrokenProcessPool:
@@ -408,7 +409,7 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         getattr(futures_process, "_threads_wakeups", {}).pop(manager, None)
 
 
-def _context():
+def _context(plain: bool = False):
     """Fork on Linux: a worker is ready in milliseconds instead of ~0.5 s of Python start and
     imports, and shares the parent's pages (PSS counts them once).  The parent holds no torch
     on this path, and its onnxruntime threads sleep; the child touches neither.  But only
@@ -417,10 +418,14 @@ def _context():
     in the test suite: a worker stuck in an at-fork handler, the run hung; and a DataLoader
     worker stuck formatting a stack in torch's seeding, in a clean-clone run).  Then
     forkserver, which forks from a clean, single-threaded server.  Elsewhere spawn (macOS
-    forbids forking a process that has started system frameworks)."""
+    forbids forking a process that has started system frameworks).  `plain` workers (Pillow
+    and numpy only) never fork from a process that holds torch: what torch imports brings
+    at-fork handlers of its own (filelock's was seen stuck in a forked plain worker, hanging a
+    clean-clone run of the suite, whose process had imported torch), and they need nothing of
+    its state.  An index run on the onnxruntime path imports neither, and forks."""
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
-    alone = threading.active_count() == 1
+    alone = threading.active_count() == 1 and not (plain and "torch" in sys.modules)
     return multiprocessing.get_context("fork" if alone else "forkserver")
 
 

@@ -127,7 +127,7 @@ def query_json(*args) -> list[dict]:
 
 
 @pytest.fixture()
-def bad_run(tmp_path, home, tiny_checkpoint, monkeypatch):
+def bad_run(tmp_path, home, tiny_checkpoint, monkeypatch, forked_workers):
     """One index run over the bad tree, with the faults a root test cannot cause for real."""
     root = tmp_path / "Photos"
     expected = make_bad_tree(root)
@@ -283,7 +283,7 @@ def test_a_decode_worker_that_dies_costs_one_file_not_the_run(
     monkeypatch.setattr(imaging, "load_image_and_metadata", die_on_killer)
     # Workers must be forks to see the patch: with a thread left by an earlier test alive,
     # the pipeline would start them by forkserver.
-    monkeypatch.setattr(pipeline, "_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(pipeline, "_context", lambda **_: multiprocessing.get_context("fork"))
     monkeypatch.setattr(pipeline, "worker_plan", lambda *_: pipeline.WorkerPlan(1, 1))
     summary, stderr = index_json(root, "--model", TINY, "--pretrained", tiny_checkpoint)
 

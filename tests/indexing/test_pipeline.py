@@ -80,6 +80,10 @@ def test_with_another_thread_alive_workers_start_from_a_clean_server(tmp_path):
 
     files = _files(tmp_path, 9)
     assert pipeline._context().get_start_method() == "fork"
+    import torch  # noqa: F401  # as in a first run, or this test process
+
+    # a process holding torch never forks plain workers (filelock's at-fork handler hung one)
+    assert pipeline._context(plain=True).get_start_method() == "forkserver"
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
