@@ -563,6 +563,7 @@ def _spread_fidelity(model: str, chosen: dict, paths: Sequence[str], out: Path) 
     (SPREAD_NOISE) so that photos spread apart; see the module docstring."""
     import torch
 
+    from ..model.backend import fidelity_figures
     from ..model.base import normalised
     from ..model.imageort import FastImageEncoder, export_image_encoder
     from ..model.openclip import _dtype
@@ -592,12 +593,11 @@ def _spread_fidelity(model: str, chosen: dict, paths: Sequence[str], out: Path) 
             dtype = _dtype(chosen["precision"], device)
             cast = net.to(device, dtype)
             vectors = normalised(cast.encode_image(batch.to(device, dtype)).float().cpu().numpy())
-    similarity, pairs = vectors @ reference.T, reference @ reference.T
-    others = pairs[~np.eye(len(images), dtype=bool)]
+    least, nearest, spread = fidelity_figures(reference, vectors)
     return {
-        "fidelity_cosine": round(float(np.diag(similarity).min()), 6),
-        "fidelity_nearest_own": bool((similarity.argmax(1) == np.arange(len(images))).all()),
-        "spread_mean_cosine": round(float(others.mean()), 3) if len(others) else None,
+        "fidelity_cosine": round(least, 6),
+        "fidelity_nearest_own": nearest,
+        "spread_mean_cosine": round(spread, 3) if spread is not None else None,
     }
 
 

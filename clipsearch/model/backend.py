@@ -200,20 +200,28 @@ def pick_measured(rates: dict[str, float], cosines: dict[str, float]) -> Choice:
     return Choice(backend, precision, f"measured here: {figures}")
 
 
-def fidelity(reference, output) -> float:
-    """The least cosine of an output row to its reference row, or 0.0 where that proves
-    nothing: reference rows not spread apart (mean pairwise cosine above SPREAD_COSINE), or a
-    row nearer another input's reference than its own."""
+def fidelity_figures(reference, output) -> tuple[float, bool, float | None]:
+    """(the least cosine of an output row to its reference row, whether every row is nearest
+    its own reference, the references' mean pairwise cosine: None for a single row).  Rows
+    are unit vectors; `bench index` reports these three as they are."""
     import numpy as np
 
     similarity = output @ reference.T
     count = len(reference)
-    pairs = (reference @ reference.T)[~np.eye(count, dtype=bool)]
-    if count < 2 or float(pairs.mean()) > SPREAD_COSINE:
+    others = (reference @ reference.T)[~np.eye(count, dtype=bool)]
+    spread = float(others.mean()) if len(others) else None
+    nearest = bool(np.array_equal(similarity.argmax(1), np.arange(count)))
+    return float(np.diag(similarity).min()), nearest, spread
+
+
+def fidelity(reference, output) -> float:
+    """The least cosine of an output row to its reference row, or 0.0 where that proves
+    nothing: reference rows not spread apart (mean pairwise cosine above SPREAD_COSINE), or a
+    row nearer another input's reference than its own."""
+    least, nearest, spread = fidelity_figures(reference, output)
+    if spread is None or spread > SPREAD_COSINE or not nearest:
         return 0.0
-    if not np.array_equal(similarity.argmax(1), np.arange(count)):
-        return 0.0
-    return float(np.diag(similarity).min())
+    return least
 
 
 def measure(torch_encoder, image_dir: Path, images: int = 4, rounds: int = 2) -> Choice | None:
